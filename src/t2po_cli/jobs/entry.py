@@ -1,0 +1,33 @@
+"""The job entry point: the only place under ``jobs/`` that imports the trainer.
+
+``RunJob`` is what submitit pickles: it holds only the run folder path (design rule 9). On preemption or
+time-out submitit calls ``checkpoint()``, which requeues the same job; the trainer then resumes from the
+last checkpoint in the run folder, so a requeued run continues instead of restarting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def run_job(run_dir: str) -> dict[str, Any]:
+    """Train (or resume) the run in ``run_dir`` in this process. Returns the final summary metrics."""
+    from t2po_cli.trainer.loop import train_run
+
+    return train_run(run_dir)
+
+
+class RunJob:
+    """A picklable, checkpointable training job for submitit."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = str(run_dir)
+
+    def __call__(self) -> dict[str, Any]:
+        return run_job(self.run_dir)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """Requeue this same job; the trainer resumes from the run folder's last checkpoint."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(RunJob(self.run_dir))

@@ -1,0 +1,87 @@
+"""Launch a training run: validate, create the run folder, then run in-process or submit to Slurm."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from t2po_cli.config.compose import ComposedRun, compose_config
+from t2po_cli.errors import UserError
+from t2po_cli.jobs.run_folder import RunFolder, create_run_folder, default_run_name, unique_path
+
+
+def planned_run_path(composed: ComposedRun, run_dir: Path | None) -> Path:
+    """The folder a run would be created in (no side effects)."""
+    cfg = composed.config
+    if run_dir is not None:
+        return Path(run_dir)
+    name = cfg.run_name or default_run_name(cfg.env.name, cfg.algo.name, cfg.t2po.variant, cfg.trainer.seed)
+    return unique_path(Path(cfg.runs_root) / str(cfg.experiment_name), name)
+
+
+def launch_train(
+    overrides: list[str], *, run_dir: Path | None = None, dry_run: bool = False, json_out: bool = False
+) -> Path | None:
+    """Compose, validate and run (or submit) one training job.
+
+    Returns:
+        The run folder (None for a dry run).
+    """
+    from t2po_cli.cli.console import emit_json, err, hint
+
+    composed = compose_config(overrides)
+    cfg = composed.config
+    target = planned_run_path(composed, run_dir)
+    if dry_run:
+        sys.stdout.write(composed.yaml)
+        if cfg.launcher.name == "slurm":
+            from t2po_cli.jobs.slurm import describe_submission
+
+            err.print(describe_submission(cfg))
+        err.print(f"[dim]dry run:[/dim] would create run folder [bold]{target}[/bold]")
+        return None
+    from t2po_cli.tracking.mlflow_sink import prepare_experiment
+
+    yaml = prepare_experiment(composed)
+    folder = create_run_folder(
+        runs_root=Path(cfg.runs_root),
+        experiment=str(cfg.experiment_name),
+        run_name=target.name,
+        resolved_yaml=yaml,
+        overrides=composed.overrides,
+        explicit_dir=run_dir,
+    )
+    err.print(f"run folder: [bold]{folder.path}[/bold]")
+    if cfg.launcher.name == "slurm":
+        from t2po_cli.jobs.slurm import submit_run
+
+        job_id = submit_run(folder)
+        if json_out:
+            emit_json({"run_dir": str(folder.path), "job_id": job_id})
+        else:
+            sys.stdout.write(f"{job_id}\n")
+        hint(f"t2po report {folder.path}   (after the job finishes; squeue -j {job_id})")
+        return folder.path
+    from t2po_cli.jobs.entry import run_job
+
+    summary = run_job(str(folder.path))
+    if json_out:
+        emit_json({"run_dir": str(folder.path), **summary})
+    hint(f"t2po report {folder.path}   or   t2po eval --run {folder.path}")
+    return folder.path
+
+
+def resume_train(run_dir: Path, *, json_out: bool = False) -> None:
+    """Continue a stopped run from its last checkpoint, in-process."""
+    from t2po_cli.cli.console import emit_json, err, hint
+    from t2po_cli.jobs.entry import run_job
+
+    folder = RunFolder.open(run_dir)
+    state = folder.read_status().get("state")
+    if state == "finished":
+        raise UserError(f"run {run_dir} already finished; start a new run instead of --resume")
+    err.print(f"resuming [bold]{folder.path}[/bold]")
+    summary = run_job(str(folder.path))
+    if json_out:
+        emit_json({"run_dir": str(folder.path), **summary})
+    hint(f"t2po report {folder.path}")

@@ -1,0 +1,89 @@
+"""Every metric key, defined once. Names are ``group/name``; validation rows use the ``val/`` prefix.
+
+Renaming a key breaks comparisons across runs: record every rename in CHANGELOG.md.
+The released GiGPO/T2PO names are kept where they exist (gigpo.md §9, t2po.md §9).
+"""
+
+from __future__ import annotations
+
+# Episode outcomes (rollout)
+SUCCESS_RATE = "episode/success_rate"
+REWARD_MEAN = "episode/reward/mean"
+SCORE_MEAN = "episode/score/mean"
+EPISODE_LENGTH = "episode/length/mean"
+VALID_ACTION_RATIO = "episode/valid_action_ratio"
+TOKENS_PER_EPISODE = "episode/tokens/mean"
+RESPONSE_LENGTH_MEAN = "response_length/mean"
+RESPONSE_LENGTH_MAX = "response_length/max"
+RESPONSE_LENGTH_MIN = "response_length/min"
+RESPONSE_CLIP_RATIO = "response_length/clip_ratio"
+ZERO_VARIANCE_GROUPS = "episode/zero_variance_group_rate"
+
+# Policy statistics (update)
+PG_LOSS = "actor/pg_loss"
+PG_CLIPFRAC = "actor/pg_clipfrac"
+PG_CLIPFRAC_LOWER = "actor/pg_clipfrac_lower"
+PPO_KL = "actor/ppo_kl"
+ENTROPY = "actor/entropy"
+ENTROPY_LOSS = "actor/entropy_loss"
+KL_LOSS = "actor/kl_loss"
+GRAD_NORM = "actor/grad_norm"
+LR = "actor/lr"
+VALUE_LOSS = "critic/value_loss"
+ADVANTAGE_MEAN = "critic/advantages/mean"
+ADVANTAGE_MAX = "critic/advantages/max"
+ADVANTAGE_MIN = "critic/advantages/min"
+SKIPPED_STEPS = "actor/skipped_steps"
+GRAD_NORM_NONFINITE = "actor/grad_norm_nonfinite"
+LOGP_MISMATCH_MAX = "actor/rollout_logp_mismatch_max"
+
+# Rollout signal
+SIGNAL_MEAN = "rollout/signal_mean"
+ROLLOUT_ENTROPY = "rollout/entropy_mean"
+
+# Throughput and timing
+TOKENS_PER_S = "perf/tokens_per_s"
+STEP_TIME = "timing_s/step"
+ROLLOUT_TIME = "timing_s/rollout"
+UPDATE_TIME = "timing_s/update"
+TDS_TIME = "timing_s/tds"
+GENERATED_TOKENS = "perf/generated_tokens"
+
+# T2PO (t2po.md §9)
+TTI_INTERVENTIONS_PER_TURN = "t2po/tti/interventions_per_turn"
+TTI_INTERVENTION_RATE = "t2po/tti/intervention_rate"
+TTI_BUDGET_RATE = "t2po/tti/budget_rate"
+TTI_STAGNATION_RATE = "t2po/tti/stagnation_rate"
+TTI_THINK_TOKENS_MEAN = "t2po/tti/think_tokens_mean"
+TTI_THINK_LEN_AT_INTERVENTION = "t2po/tti/think_len_at_intervention_mean"
+TTI_TOKENS_SAVED_UPPER = "t2po/tti/tokens_saved_upper"
+TTI_UNCLOSED_THINK_RATE = "t2po/tti/unclosed_think_rate"
+TURN_SCORE_MEAN = "t2po/turn_score/mean"
+TURN_SCORE_STD = "t2po/turn_score/std"
+TURN_SCORE_MISSING_RATE = "t2po/turn_score/missing_rate"
+TDS_ELIGIBLE = "t2po/tds/eligible"
+TDS_RESAMPLE_RATE = "t2po/tds/resample_rate"
+TDS_RESAMPLES_PER_TURN = "t2po/tds/resamples_per_turn"
+TDS_EXHAUSTED_RATE = "t2po/tds/exhausted_rate"
+TDS_EXTRA_GEN_TOKENS = "t2po/tds/extra_gen_tokens"
+TDS_DELTA_MEAN = "t2po/tds/delta/mean"
+TDS_DELTA_P10 = "t2po/tds/delta/p10"
+TDS_DELTA_P50 = "t2po/tds/delta/p50"
+TDS_DELTA_P90 = "t2po/tds/delta/p90"
+TDS_DELTA_ZERO_RATE = "t2po/tds/delta_zero_rate"
+TDS_DELTA_IN_BAND_RATE = "t2po/tds/delta_in_band_rate"
+TDS_DELTA_ABOVE_ETA_RATE = "t2po/tds/delta_above_eta_rate"
+
+# A2TGPO (a2tgpo.md §9)
+IG_MEAN = "a2tgpo/ig/mean"
+IG_STD = "a2tgpo/ig/std"
+IG_POSITIVE_RATE = "a2tgpo/ig/positive_rate"
+IG_CLIP_EPS_MEAN = "a2tgpo/clip/eps_mean"
+IG_TURN_CLIPFRAC = "a2tgpo/clip/turn_clipfrac"
+
+VAL_PREFIX = "val/"
+
+
+def val(key: str) -> str:
+    """The validation name of a metric key."""
+    return VAL_PREFIX + key
