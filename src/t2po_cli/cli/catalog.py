@@ -143,7 +143,8 @@ def validate_cmd(
             err.print(f"{mark} {r['name']}: {r['detail']}", soft_wrap=True)
         err.print(f"{len(results) - len(bad)}/{len(results)} valid")
     if bad:
-        raise UserError(f"{len(bad)} of {len(results)} recipes/sweeps failed validation: {bad[0]['name']}: {bad[0]['detail']}")
+        first = f"{bad[0]['name']}: {bad[0]['detail']}"
+        raise UserError(f"{len(bad)} of {len(results)} recipes/sweeps failed validation; first: {first}")
     if not json_out:
         hint("t2po train --env webshop --dry-run")
 

@@ -59,7 +59,9 @@ def collect(tracking_uri: str | None) -> dict[str, object]:
 
 
 def doctor_cmd(
-    tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow URI to check (default: $MLFLOW_TRACKING_URI)."),
+    tracking_uri: str = typer.Option(
+        None, "--tracking-uri", help="MLflow URI to check (default: $MLFLOW_TRACKING_URI)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Check the installation: versions, torch device, Slurm, MLflow.
