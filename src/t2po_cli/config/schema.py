@@ -11,7 +11,6 @@ Nothing reads a key with a default at run time (no ``cfg.get(key, default)``): e
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 # Choice sets, checked in ``config.validate`` (OmegaConf cannot express Literal types).
 ENV_NAMES = ("webshop", "alfworld", "searchqa")
@@ -281,26 +280,48 @@ class T2POConfig:
 
 @dataclass
 class A2TGPOConfig:
-    """A2TGPO estimator (a2tgpo.md)."""
+    """A2TGPO estimator (a2tgpo.md). Keys left null take the preset's value (§8: explicit keys win)."""
 
     preset: str = "default"
-    """``default`` (intent), ``paper`` or ``released``."""
+    """``default`` (paper structure, released numbers), ``paper`` or ``released`` (a2tgpo.md §8)."""
     ig_form: str = "log"
-    """Information gain form: ``log`` or ``linear``."""
-    ig_context: str = "trajectory"
-    """Context of the forced-answer probe: ``trajectory`` or ``next_prompt``."""
-    ig_weight: float = 1.0
-    """Weight of the normalised turn-level IG term."""
+    """§8 row 1, IG form: ``log`` (ℓ_t − ℓ_{t−1}, released, the spec's ``logprob``) or ``linear``
+    (p_t − p_{t−1}, paper Eq. 3, the spec's ``prob``). Always explicit (never taken from the preset):
+    set ``linear`` yourself with ``preset=paper``."""
+    ig_context: str = "next_prompt"
+    """§2.4 layout of the scoring context: ``next_prompt`` (one row per turn, our default) or
+    ``trajectory`` (one growing assistant sequence, the released layout)."""
+    ig_baseline: str | None = None
+    """§8 row 3: ``query`` (turn 1 measured against the query-only prompt) or ``first_turn`` (the first
+    point only seeds the baseline); null = preset."""
+    ig_measure: str | None = None
+    """§8 row 4: ``after_observation`` or ``released_cuts`` (trajectory layout only); null = preset."""
+    ig_drop_zero: bool | None = None
+    """§8 row 8: drop IG values of exactly 0 as the release does; null = preset."""
+    ig_weight: float | None = None
+    """§8 row 2: λ, weight of the accumulated IG term in the advantage; null = preset (0.3; paper 1.0)."""
     gamma: float = 1.0
-    """Discount of the accumulation."""
+    """§8 row 12: γ of the discounted IG accumulation."""
     variance_rescale: bool = True
-    """Rescale the discounted accumulation by its variance."""
-    adaptive_clip: bool = True
-    """Adaptive turn-level clipping with the turn-level geometric-mean ratio."""
-    clip_base: float = 0.2
-    """Base clip epsilon of the adaptive turn-level clip."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Preset-specific constants (see a2tgpo.md §8); keys are validated by the estimator."""
+    """§5: divide the accumulated IG by √n (false = the paper's ablation without D/√n)."""
+    loss_agg: str | None = None
+    """§8 row 5: ``token-mean`` or ``seq-mean-token-mean``; null = preset."""
+    norm_var_eps: float | None = None
+    """§8 row 6: ε_var inside the population std of the turn groups; null = preset (1e-8; paper 0)."""
+    norm_eps: float = 1e-6
+    """§8 row 6: ε added to σ in the turn-group and outcome normalisations."""
+    turn_spans: str | None = None
+    """§8 row 7: ``explicit`` (recorded at rollout) or ``advantage_runs`` (released inference); null = preset."""
+    log_ratio_clamp: float | None = 10.0
+    """§8 row 10: upper clamp of the turn-level mean log-ratio; null = off."""
+    clip_adaptive: bool = True
+    """§6: scale the clip range by c = 1 + β(2σ(îg) − 1); false sets c ≡ 1 (the β = 0 ablation)."""
+    clip_beta: float = 0.3
+    """§8 row 11: β of the adaptive clip scale."""
+    clip_eps_low: float = 3e-3
+    """§6: ε_low of the turn-level ratio (GSPO scale)."""
+    clip_eps_high: float = 4e-3
+    """§6: ε_high of the turn-level ratio."""
 
 
 @dataclass

@@ -28,6 +28,35 @@ def _positive(value: int | float, key: str, *, allow_zero: bool = False) -> None
         raise ConfigError(f"{key}={value} must be {need}")
 
 
+def _validate_a2tgpo(a: s.A2TGPOConfig, active: bool) -> None:
+    _choice(a.preset, ("default", "paper", "released"), "a2tgpo.preset")
+    _choice(a.ig_form, ("log", "linear"), "a2tgpo.ig_form")
+    _choice(a.ig_context, ("trajectory", "next_prompt"), "a2tgpo.ig_context")
+    for key, value, choices in (
+        ("ig_baseline", a.ig_baseline, ("query", "first_turn")),
+        ("ig_measure", a.ig_measure, ("after_observation", "released_cuts")),
+        ("loss_agg", a.loss_agg, ("token-mean", "seq-mean-token-mean")),
+        ("turn_spans", a.turn_spans, ("explicit", "advantage_runs")),
+    ):
+        if value is not None:
+            _choice(value, choices, f"a2tgpo.{key}")
+    _range(a.gamma, 0.0, 1.0, "a2tgpo.gamma")
+    if not active:
+        return  # the preset table lives in algo/ (torch); only consult it when A2TGPO is selected
+    # The trainer rolls out next_prompt rows (one row per turn); the released token layout (released_cuts
+    # measurement points, spans inferred from advantage runs) needs the trajectory context (a2tgpo.md §2.4).
+    from t2po_cli.algo.a2tgpo import resolve_params
+
+    preset = resolve_params(a.preset)
+    measure = a.ig_measure if a.ig_measure is not None else getattr(preset, "ig_measure", None)
+    spans = a.turn_spans if a.turn_spans is not None else getattr(preset, "turn_spans", None)
+    if a.ig_context == "next_prompt" and (measure == "released_cuts" or spans == "advantage_runs"):
+        raise ConfigError(
+            f"a2tgpo ig_measure={measure} / turn_spans={spans} need the trajectory layout, which this trainer "
+            "does not roll out; set a2tgpo.ig_measure=after_observation a2tgpo.turn_spans=explicit"
+        )
+
+
 def validate_config(cfg: s.RunConfig) -> None:
     """Raise ``ConfigError`` on the first inconsistent setting."""
     _choice(cfg.env.name, s.ENV_NAMES, "env.name")
@@ -41,9 +70,7 @@ def validate_config(cfg: s.RunConfig) -> None:
     _choice(cfg.t2po.compat, s.T2PO_COMPAT, "t2po.compat")
     _choice(cfg.t2po.variant, ("on", "off", "tti", "tds"), "t2po.variant")
     _choice(cfg.launcher.name, s.LAUNCHERS, "launcher.name")
-    _choice(cfg.a2tgpo.preset, ("default", "paper", "released"), "a2tgpo.preset")
-    _choice(cfg.a2tgpo.ig_form, ("log", "linear"), "a2tgpo.ig_form")
-    _choice(cfg.a2tgpo.ig_context, ("trajectory", "next_prompt"), "a2tgpo.ig_context")
+    _validate_a2tgpo(cfg.a2tgpo, active=cfg.algo.name == "a2tgpo")
 
     t = cfg.trainer
     for key, val in (

@@ -11,7 +11,7 @@ same random numbers), which is what makes ``--t2po off`` bit-identical to the ba
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -66,6 +66,9 @@ class TurnHook(Protocol):
         rows: list[int],
         scores: list[float | None],
         regenerate: Regenerate,
+        *,
+        finished: Sequence[bool] | None = None,
+        discarded_tokens: Callable[[list[int]], int] | None = None,
     ) -> list[float | None]:
         """Decide which rows to regenerate, call ``regenerate`` as needed, return the accepted scores.
 
@@ -74,6 +77,10 @@ class TurnHook(Protocol):
             rows: environment indices (stable ids across turns) of the rows in this batch.
             scores: the base sample's turn score per row.
             regenerate: see ``Regenerate``; indices are positions in ``rows``.
+            finished: optional, per row: the env is already done (``compat=released`` regenerates finished
+                envs too; metrics count active ones only).
+            discarded_tokens: optional; given positions in ``rows``, the number of response tokens those rows
+                hold now. Called just before each regeneration (``t2po/tds/extra_gen_tokens``).
 
         Returns:
             The accepted sample's score per row (the hook remembers them as the next turn's previous scores).

@@ -6,9 +6,12 @@
     Ĥ_t    = clip(H_t / ln|V|, 0, 1)
     M_t    = α·c_t + (1 − α)·(1 − Ĥ_t)      higher = more confident, M_t ∈ (−∞, 1 − α]
 
-Computed on the raw logits (before temperature, top-k/p and any forcing) in float32 (errata 1-2). The
-released code computed it in the logits' dtype and let −inf produce NaN entropy; ``released=True``
-reproduces that for reproduction studies.
+Computed on the raw logits (before temperature, top-k/p and any forcing) in float32 (errata 1-2).
+
+``released=True`` reproduces the released processor for ``t2po.compat=released``: M_t is computed in the
+logits' dtype (bf16 in the released rollouts, errata 1), and a row with −inf entries gets a NaN entropy
+(0·(−inf)) which the released clip turns into Ĥ = 1, so M = α·c_t (errata 2: a one-hot row gives 0.0,
+not 0.4). ``torch.clamp`` propagates NaN, so that clip is emulated explicitly.
 """
 
 from __future__ import annotations
@@ -21,11 +24,18 @@ import torch
 
 @dataclass(frozen=True)
 class TokenSignal:
-    """Per-row signal of one decoding step; every field is ``FloatTensor[B]``."""
+    """Per-row signal of one decoding step; every field is ``FloatTensor[B]`` (float32)."""
 
     entropy: torch.Tensor
+    """H_t in nats, always the NaN-safe float32 value (it feeds metrics, not the T2PO controls)."""
     top1_logp: torch.Tensor
+    """c_t, float32."""
     m: torch.Tensor
+    """M_t; under ``released`` the value carries the logits dtype's rounding (upcast exactly to float32)."""
+
+
+def _mix(top1: torch.Tensor, h_norm: torch.Tensor, alpha: float) -> torch.Tensor:
+    return alpha * top1 + (1.0 - alpha) * (1.0 - h_norm)
 
 
 def token_signal(logits: torch.Tensor, alpha: float = 0.6, *, released: bool = False) -> TokenSignal:
@@ -34,22 +44,27 @@ def token_signal(logits: torch.Tensor, alpha: float = 0.6, *, released: bool = F
     Args:
         logits: raw next-token logits ``[B, V]`` (V = logits width, not tokenizer length).
         alpha: α of the convex mix.
-        released: compute in the logits' dtype without NaN protection (``t2po.compat=released``).
+        released: reproduce the released arithmetic for M_t (``t2po.compat=released``): logits dtype and
+            the NaN path on −inf entries (module docstring).
 
     Returns:
-        ``TokenSignal`` with ``[B]`` float32 tensors (logits dtype when ``released``).
+        ``TokenSignal`` with float32 ``[B]`` tensors.
     """
-    width = logits.shape[-1]
-    z = logits if released else logits.float()
-    logp = torch.log_softmax(z, dim=-1)
+    log_width = math.log(logits.shape[-1])
+    logp = torch.log_softmax(logits.float(), dim=-1)
     p = logp.exp()
-    if released:
-        plogp = p * logp
-    else:
-        # 0·log 0 = 0: where p underflows to 0 (or the logit is −inf) the term contributes nothing.
-        plogp = torch.where(p > 0, p * logp, torch.zeros_like(p))
-    entropy = -plogp.sum(dim=-1)
+    # 0·log 0 = 0: where p underflows to 0 (or the logit is −inf) the term contributes nothing (errata 2).
+    entropy = -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(dim=-1)
     top1 = logp.max(dim=-1).values
-    h_norm = (entropy / math.log(width)).clamp(0.0, 1.0)
-    m = alpha * top1 + (1.0 - alpha) * (1.0 - h_norm)
+    if not released:
+        m = _mix(top1, (entropy / log_width).clamp(0.0, 1.0), alpha)
+        return TokenSignal(entropy=entropy, top1_logp=top1, m=m)
+
+    # Released arithmetic: everything in the logits' dtype, plain p·log p (NaN on −inf entries).
+    logp_r = logp if logits.dtype == torch.float32 else torch.log_softmax(logits, dim=-1)
+    entropy_r = -(logp_r.exp() * logp_r).sum(dim=-1)
+    h_norm_r = entropy_r / log_width
+    # The released clip maps a NaN entropy to Ĥ = 1 (errata 2); torch.clamp alone would keep NaN.
+    h_norm_r = torch.where(torch.isnan(h_norm_r), torch.ones_like(h_norm_r), h_norm_r.clamp(0.0, 1.0))
+    m = _mix(logp_r.max(dim=-1).values, h_norm_r, alpha).float()
     return TokenSignal(entropy=entropy, top1_logp=top1, m=m)

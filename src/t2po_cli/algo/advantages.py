@@ -1,0 +1,507 @@
+"""Row-level advantage estimators: GRPO, GiGPO, RLOO and turn-level GAE (gigpo.md §1-8, errata 4-7, 10).
+
+One training row = one active environment turn (gigpo.md §1). Every estimator is a pure function of a
+``RowBatch`` (tensors of shape ``[N]``, N rows) and returns ``FloatTensor[N]``; the trainer broadcasts a row's
+advantage to that row's response tokens (``broadcast_to_tokens`` in ``algo.losses``).
+
+Public API (what the trainer loop calls)::
+
+    rows = RowBatch(episode_reward, step_reward, group_id, traj_id, turn, invalid, anchor_obs)
+    out  = compute_advantages(cfg.algo.name, rows, AdvantageParams.from_config(cfg.algo), values=None)
+    out.advantages  # FloatTensor[N]  one advantage per row
+    out.returns     # FloatTensor[N]  = advantages (critic-free, gigpo.md §7) or GAE returns (ppo)
+    out.stats       # {metric key: float}; keys are the strings in tracking/keys.py
+
+Building blocks (each tested on hand-computed numbers): ``row_scores`` (S_i, §2), ``step_returns`` (G_t, §4),
+``episode_advantage`` (A^E, §3 / GRPO §8), ``anchor_groups`` + ``similarity_clusters`` (§5),
+``step_advantage`` (A^S, §6), ``gigpo_advantages`` (§7), ``rloo_advantages`` (errata 4),
+``gae_advantages`` (PPO, §8).
+
+Rows with no response tokens still count in every statistic (errata 10); they simply get no loss.
+Advantages are computed on real rows only; batch padding rows are added afterwards with a zero loss mask
+(gigpo.md §7.1).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import torch
+
+EPS = 1e-6
+"""Epsilon added to the group std (gigpo.md §3, §6)."""
+NORMS = ("mean_norm", "mean_std_norm")
+ESTIMATORS = ("grpo", "gigpo", "rloo", "ppo")
+
+
+@dataclass(frozen=True)
+class RowBatch:
+    """The rows of one training step, one per active environment turn (gigpo.md §1).
+
+    Attributes:
+        episode_reward: R_τ of the row's trajectory (sum of its turn rewards), ``FloatTensor[N]``.
+        step_reward: r_t, the reward returned by this turn's ``env.step``, ``FloatTensor[N]``.
+        group_id: task group (``uid``): the n environments that share a task, ``LongTensor[N]``.
+        traj_id: trajectory (``traj_uid``), one per environment per rollout; ids must increase with the
+            environment index so that (traj_id, turn) order is (env, turn) order (errata 6), ``LongTensor[N]``.
+        turn: turn index within the trajectory (0-based), ``LongTensor[N]``.
+        invalid: True where the projection marked the action invalid, ``BoolTensor[N]``.
+        anchor_obs: the raw environment observation of this turn (no history, no prompt text), length N.
+    """
+
+    episode_reward: torch.Tensor
+    step_reward: torch.Tensor
+    group_id: torch.Tensor
+    traj_id: torch.Tensor
+    turn: torch.Tensor
+    invalid: torch.Tensor
+    anchor_obs: list[str]
+
+    def __post_init__(self) -> None:
+        n = self.episode_reward.shape[0]
+        for name in ("episode_reward", "step_reward", "group_id", "traj_id", "turn", "invalid"):
+            t = getattr(self, name)
+            if t.dim() != 1 or t.shape[0] != n:
+                raise ValueError(f"RowBatch.{name} must have shape [{n}], got {tuple(t.shape)}")
+        if len(self.anchor_obs) != n:
+            raise ValueError(f"RowBatch.anchor_obs has {len(self.anchor_obs)} entries for {n} rows")
+
+    def __len__(self) -> int:
+        return int(self.episode_reward.shape[0])
+
+
+@dataclass(frozen=True)
+class AdvantageParams:
+    """The estimator settings; field names mirror ``AlgoConfig`` (gigpo.md §8 for the released names)."""
+
+    norm: str = "mean_std_norm"
+    """``mean_norm`` (w/o std) or ``mean_std_norm`` (w/ std), for both GiGPO levels and GRPO."""
+    cross_step_stats: bool = True
+    """Group statistics over every turn row (true, released) or once per trajectory (``vanilla``)."""
+    gamma: float = 0.95
+    """γ of the step returns (GiGPO) and of GAE (PPO)."""
+    gae_lambda: float = 0.95
+    """λ of GAE (PPO)."""
+    step_advantage_w: float = 1.0
+    """w in A = A^E + w·A^S."""
+    similarity_grouping: bool = False
+    """Cluster anchor observations by difflib ratio instead of exact string equality."""
+    similarity_threshold: float = 0.95
+    """Ratio threshold in (0, 1) of similarity grouping."""
+    use_invalid_action_penalty: bool = True
+    """Subtract κ from invalid rows' score and step return."""
+    invalid_action_penalty_coef: float = 0.1
+    """κ."""
+
+    @property
+    def penalty(self) -> float:
+        """The κ actually applied (0 when the penalty is off)."""
+        return self.invalid_action_penalty_coef if self.use_invalid_action_penalty else 0.0
+
+    @classmethod
+    def from_config(cls, algo_cfg: object) -> AdvantageParams:
+        """Read the same-named fields of an ``AlgoConfig`` (duck-typed: ``algo/`` imports no config)."""
+        names = cls.__dataclass_fields__.keys()
+        return cls(**{name: getattr(algo_cfg, name) for name in names})
+
+
+@dataclass(frozen=True)
+class AdvantageResult:
+    """What ``compute_advantages`` returns.
+
+    Attributes:
+        advantages: A_i per row, ``FloatTensor[N]``.
+        returns: value targets per row, ``FloatTensor[N]`` (equal to ``advantages`` without a critic).
+        stats: metric key → value, for ``tracking``.
+    """
+
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    stats: dict[str, float]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Rewards (gigpo.md §2, §4)
+# --------------------------------------------------------------------------------------------------------
+
+
+def row_scores(episode_reward: torch.Tensor, invalid: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Row score S_i = R_τ(i) − κ·1[row i invalid] (gigpo.md §2).
+
+    Args:
+        episode_reward: R_τ per row, ``FloatTensor[N]``.
+        invalid: ``BoolTensor[N]``.
+        penalty: κ (0 disables).
+
+    Returns:
+        S, ``FloatTensor[N]``.
+    """
+    return episode_reward.float() - penalty * invalid.float()
+
+
+def traj_order(traj_id: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
+    """Row indices sorted by (traj_id, turn): the (env, turn) order of errata 6, ``LongTensor[N]``."""
+    # Two stable sorts give lexicographic order without assuming a bound on the turn index.
+    by_turn = torch.sort(turn, stable=True).indices
+    return by_turn[torch.sort(traj_id[by_turn], stable=True).indices]
+
+
+def step_returns(
+    step_reward: torch.Tensor,
+    traj_id: torch.Tensor,
+    turn: torch.Tensor,
+    invalid: torch.Tensor,
+    gamma: float,
+    penalty: float,
+) -> torch.Tensor:
+    """Discounted step returns with the invalid penalty applied after discounting (gigpo.md §4).
+
+        G_t = r_t + γ·G_{t+1},  G_{T+1} = 0;   then  G_i ← G_i − κ·1[row i invalid]
+
+    The penalty is subtracted once per row and never propagated to earlier turns.
+
+    Args:
+        step_reward: r_t, ``FloatTensor[N]``.
+        traj_id: ``LongTensor[N]``.
+        turn: ``LongTensor[N]``.
+        invalid: ``BoolTensor[N]``.
+        gamma: γ.
+        penalty: κ.
+
+    Returns:
+        G per row (input order), ``FloatTensor[N]``.
+    """
+    order = traj_order(traj_id, turn).tolist()
+    r = step_reward.float()
+    out = torch.zeros_like(r)
+    running, prev_traj = 0.0, None
+    for i in reversed(order):
+        tid = int(traj_id[i])
+        if tid != prev_traj:  # a new trajectory starts (walking backwards): G_{T+1} = 0
+            running, prev_traj = 0.0, tid
+        running = float(r[i]) + gamma * running
+        out[i] = running
+    return out - penalty * invalid.float()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Group statistics
+# --------------------------------------------------------------------------------------------------------
+
+
+def _group_mean_std(values: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row group mean, unbiased (N−1) std and group size of ``values`` grouped by ``keys``.
+
+    Args:
+        values: ``FloatTensor[M]``.
+        keys: ``LongTensor[M]``.
+
+    Returns:
+        (mean, std, count), each ``[M]`` (the statistic of the row's group); std is NaN-free: 0 for size 1.
+    """
+    _, inv = torch.unique(keys, return_inverse=True)
+    n_groups = int(inv.max()) + 1 if inv.numel() else 0
+    v = values.double()  # float64 sums: group statistics must not depend on summation order noise
+    count = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, inv, torch.ones_like(v))
+    mean = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, inv, v) / count
+    dev2 = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, inv, (v - mean[inv]) ** 2)
+    std = torch.where(count > 1, dev2 / (count - 1).clamp(min=1), torch.zeros_like(dev2)).sqrt()
+    return mean[inv].float(), std[inv].float(), count[inv].float()
+
+
+def _check_norm(norm: str) -> None:
+    if norm not in NORMS:
+        raise ValueError(f"norm={norm!r} is not one of {NORMS}")
+
+
+def episode_advantage(
+    scores: torch.Tensor,
+    group_id: torch.Tensor,
+    traj_id: torch.Tensor,
+    norm: str,
+    cross_step_stats: bool = True,
+) -> torch.Tensor:
+    """Episode-level advantage A^E (GiGPO Eq. 3, gigpo.md §3); also the GRPO advantage (§8).
+
+        μ_g, σ_g = mean, unbiased std of the group's statistic values;   |g| = 1 → μ_g = 0, σ_g = 1
+        mean_norm:      A^E_i = S_i − μ_g
+        mean_std_norm:  A^E_i = (S_i − μ_g) / (σ_g + 1e-6)
+
+    With ``cross_step_stats`` (released default) the values are every turn row of the task group, so longer
+    trajectories weigh more. Without it (``vanilla_grpo``), each trajectory contributes one value, the mean
+    of its rows' scores (errata 5: the WebShop/ALFWorld reading), and |g| counts trajectories. Note that a
+    singleton group gives A^E = S_i, not 0.
+
+    Args:
+        scores: S, ``FloatTensor[N]``.
+        group_id: ``LongTensor[N]``.
+        traj_id: ``LongTensor[N]``.
+        norm: ``mean_norm`` or ``mean_std_norm``.
+        cross_step_stats: pool all turn rows (true) or one value per trajectory.
+
+    Returns:
+        A^E, ``FloatTensor[N]``.
+    """
+    _check_norm(norm)
+    s = scores.float()
+    if cross_step_stats:
+        mean, std, count = _group_mean_std(s, group_id)
+    else:
+        traj_keys, tinv = torch.unique(traj_id, return_inverse=True)
+        n_traj = traj_keys.numel()
+        tcount = torch.zeros(n_traj).index_add_(0, tinv, torch.ones_like(s))
+        tmean = torch.zeros(n_traj).index_add_(0, tinv, s) / tcount
+        tgroup = torch.zeros(n_traj, dtype=torch.long).scatter_(0, tinv, group_id)
+        gmean, gstd, gcount = _group_mean_std(tmean, tgroup)
+        mean, std, count = gmean[tinv], gstd[tinv], gcount[tinv]
+    single = count <= 1
+    mean = torch.where(single, torch.zeros_like(mean), mean)
+    std = torch.where(single, torch.ones_like(std), std)
+    if norm == "mean_norm":
+        return s - mean
+    return (s - mean) / (std + EPS)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Anchor-state grouping (gigpo.md §5, errata 6-7)
+# --------------------------------------------------------------------------------------------------------
+
+
+def similarity_clusters(observations: list[str], threshold: float) -> list[int]:
+    """Greedy clustering of observations, in the given order (gigpo.md §5, errata 7).
+
+    Each observation joins the **first** cluster whose representative (its first member) has
+    ``difflib.SequenceMatcher(None, obs, rep).ratio() >= threshold`` (default ``autojunk=True``: another
+    similarity can flip a 0.9 decision, errata 7); otherwise it starts a new cluster. The result depends on
+    the order, hence the (env, turn) order of ``anchor_groups``. Cost O(M² · string length).
+
+    Args:
+        observations: M strings.
+        threshold: in (0, 1).
+
+    Returns:
+        Cluster index per observation (0, 1, ... in order of first appearance), length M.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"similarity threshold must lie in (0, 1), got {threshold}")
+    reps: list[str] = []
+    out: list[int] = []
+    for obs in observations:
+        for k, rep in enumerate(reps):
+            if difflib.SequenceMatcher(None, obs, rep).ratio() >= threshold:
+                out.append(k)
+                break
+        else:
+            reps.append(obs)
+            out.append(len(reps) - 1)
+    return out
+
+
+def anchor_groups(rows: RowBatch, similarity: bool = False, threshold: float = 0.95) -> torch.Tensor:
+    """Anchor-state cluster id per row (GiGPO Eq. 6, gigpo.md §5).
+
+    Clusters never cross task groups; within a group, rows of all turns of all trajectories are eligible
+    (the same state at different turn indices pools). Exact mode: one cluster per distinct string.
+    Similarity mode: ``similarity_clusters`` over the group's rows in (traj_id, turn) order (errata 6), so
+    the result does not depend on the order the rows were passed in.
+
+    Args:
+        rows: the batch (uses ``group_id``, ``traj_id``, ``turn``, ``anchor_obs``).
+        similarity: use difflib similarity instead of exact equality.
+        threshold: similarity threshold in (0, 1).
+
+    Returns:
+        Cluster id per row, globally unique across groups, ``LongTensor[N]``.
+    """
+    order = traj_order(rows.traj_id, rows.turn).tolist()
+    by_group: dict[int, list[int]] = {}
+    for i in order:
+        by_group.setdefault(int(rows.group_id[i]), []).append(i)
+    cluster = torch.empty(len(rows), dtype=torch.long)
+    next_id = 0
+    for g in sorted(by_group):
+        members = by_group[g]
+        obs = [rows.anchor_obs[i] for i in members]
+        if similarity:
+            local = similarity_clusters(obs, threshold)
+        else:
+            first: dict[str, int] = {}
+            local = [first.setdefault(o, len(first)) for o in obs]
+        for i, k in zip(members, local, strict=True):
+            cluster[i] = next_id + k
+        next_id += max(local) + 1
+    return cluster
+
+
+def step_advantage(returns: torch.Tensor, cluster_id: torch.Tensor, norm: str) -> torch.Tensor:
+    """Step-level advantage A^S (GiGPO Eq. 7, gigpo.md §6).
+
+        μ_C, σ_C = mean, unbiased std of G over anchor cluster C;   |C| = 1 → μ_C = G_i, σ_C = 1 (A^S = 0)
+        mean_norm:      A^S_i = G_i − μ_C
+        mean_std_norm:  A^S_i = (G_i − μ_C) / (σ_C + 1e-6)
+
+    Args:
+        returns: G (penalised step returns), ``FloatTensor[N]``.
+        cluster_id: anchor cluster per row, ``LongTensor[N]``.
+        norm: ``mean_norm`` or ``mean_std_norm``.
+
+    Returns:
+        A^S, ``FloatTensor[N]``.
+    """
+    _check_norm(norm)
+    g = returns.float()
+    mean, std, count = _group_mean_std(g, cluster_id)
+    single = count <= 1
+    mean = torch.where(single, g, mean)
+    std = torch.where(single, torch.ones_like(std), std)
+    if norm == "mean_norm":
+        return g - mean
+    return (g - mean) / (std + EPS)
+
+
+def gigpo_advantages(rows: RowBatch, p: AdvantageParams) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """GiGPO final advantage A = A^E + w·A^S (GiGPO Eq. 8, gigpo.md §7).
+
+    Args:
+        rows: the batch.
+        p: settings (norm, cross_step_stats, gamma, step_advantage_w, similarity_*, penalty).
+
+    Returns:
+        (A ``FloatTensor[N]``, parts): parts holds ``scores`` S, ``episode`` A^E, ``step_returns`` G,
+        ``step`` A^S and ``cluster`` ids, each ``[N]``.
+    """
+    scores = row_scores(rows.episode_reward, rows.invalid, p.penalty)
+    a_e = episode_advantage(scores, rows.group_id, rows.traj_id, p.norm, p.cross_step_stats)
+    g = step_returns(rows.step_reward, rows.traj_id, rows.turn, rows.invalid, p.gamma, p.penalty)
+    cluster = anchor_groups(rows, p.similarity_grouping, p.similarity_threshold)
+    a_s = step_advantage(g, cluster, p.norm)
+    parts = {"scores": scores, "episode": a_e, "step_returns": g, "step": a_s, "cluster": cluster}
+    return a_e + p.step_advantage_w * a_s, parts
+
+
+# --------------------------------------------------------------------------------------------------------
+# Baselines (gigpo.md §8, errata 4)
+# --------------------------------------------------------------------------------------------------------
+
+
+def rloo_advantages(scores: torch.Tensor, group_id: torch.Tensor) -> torch.Tensor:
+    """RLOO as in the released code base (errata 4), over all turn rows of the task group.
+
+        A_i = n/(n−1) · (S_i − mean_{j ∈ g} S_j) = S_i − mean_{j ∈ g, j ≠ i} S_j,    n = |g| rows
+        n = 1 → A_i = S_i (the released code leaves a singleton's score unchanged)
+
+    gigpo.md §8 describes the textbook form (leave-one-out over the trajectories' R_τ, broadcast to the
+    turn rows). Errata 4 wins: here the leave-one-out runs over turn rows and uses the penalised row
+    score S, so a trajectory with more turns contributes more baseline samples.
+
+    Args:
+        scores: S, ``FloatTensor[N]``.
+        group_id: ``LongTensor[N]``.
+
+    Returns:
+        A, ``FloatTensor[N]``.
+    """
+    s = scores.float()
+    mean, _, count = _group_mean_std(s, group_id)
+    scale = count / (count - 1).clamp(min=1)
+    return torch.where(count > 1, scale * (s - mean), s)
+
+
+def gae_advantages(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    traj_id: torch.Tensor,
+    turn: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn-level GAE for PPO with a critic (gigpo.md §8), within each trajectory ordered by turn.
+
+        δ_t = r_t + γ·V_{t+1} − V_t,   V_{T+1} = 0 (the last active turn ends the episode's rows)
+        A_t = δ_t + γλ·A_{t+1},        A_{T+1} = 0
+        returns_t = A_t + V_t
+
+    One value per turn row (e.g. the value head read at the last prompt token). A trajectory cut by the
+    turn cap is also bootstrapped with 0: the rows carry no value for the unseen next state.
+
+    Args:
+        rewards: r_t per row (the trainer passes step reward − κ·1[invalid]), ``FloatTensor[N]``.
+        values: V_t per row, ``FloatTensor[N]`` (detached).
+        traj_id: ``LongTensor[N]``.
+        turn: ``LongTensor[N]``.
+        gamma: γ.
+        lam: λ.
+
+    Returns:
+        (advantages, returns), each ``FloatTensor[N]`` in input order.
+    """
+    order = traj_order(traj_id, turn).tolist()
+    r, v = rewards.float(), values.detach().float()
+    adv = torch.zeros_like(r)
+    next_v, next_a, prev_traj = 0.0, 0.0, None
+    for i in reversed(order):
+        tid = int(traj_id[i])
+        if tid != prev_traj:
+            next_v, next_a, prev_traj = 0.0, 0.0, tid
+        delta = float(r[i]) + gamma * next_v - float(v[i])
+        next_a = delta + gamma * lam * next_a
+        adv[i] = next_a
+        next_v = float(v[i])
+    return adv, adv + v
+
+
+# --------------------------------------------------------------------------------------------------------
+# Dispatcher
+# --------------------------------------------------------------------------------------------------------
+
+
+def _envelope(prefix: str, x: torch.Tensor) -> dict[str, float]:
+    """``{prefix/mean, prefix/max, prefix/min}`` of a 1-D tensor (gigpo.md §9 ``critic/*`` names)."""
+    if x.numel() == 0:
+        return {}
+    x = x.float()
+    return {f"{prefix}/mean": float(x.mean()), f"{prefix}/max": float(x.max()), f"{prefix}/min": float(x.min())}
+
+
+def compute_advantages(
+    name: str, rows: RowBatch, p: AdvantageParams, values: torch.Tensor | None = None
+) -> AdvantageResult:
+    """Advantages of one step for ``algo.name`` ∈ {grpo, gigpo, rloo, ppo}.
+
+    ``a2tgpo`` lives in ``algo.a2tgpo.compute_a2tgpo_advantages`` because it also needs the gold-answer
+    log-probs of the information-gain pass.
+
+    Args:
+        name: estimator name.
+        rows: the batch (N rows).
+        p: settings (``AdvantageParams.from_config(cfg.algo)``).
+        values: PPO only: V per row, ``FloatTensor[N]``.
+
+    Returns:
+        ``AdvantageResult`` with advantages and returns ``[N]`` and ``critic/advantages/*`` statistics.
+    """
+    scores = row_scores(rows.episode_reward, rows.invalid, p.penalty)
+    if name == "gigpo":
+        adv, _ = gigpo_advantages(rows, p)
+        returns = adv
+    elif name == "grpo":
+        adv = episode_advantage(scores, rows.group_id, rows.traj_id, p.norm, p.cross_step_stats)
+        returns = adv
+    elif name == "rloo":
+        adv = rloo_advantages(scores, rows.group_id)
+        returns = adv
+    elif name == "ppo":
+        if values is None:
+            raise ValueError("ppo needs per-row values (the value head's output)")
+        # §2: the invalid penalty sits on the row's own reward; GAE then propagates it like any reward.
+        rewards = rows.step_reward.float() - p.penalty * rows.invalid.float()
+        adv, returns = gae_advantages(rewards, values, rows.traj_id, rows.turn, p.gamma, p.gae_lambda)
+    elif name == "a2tgpo":
+        raise ValueError("a2tgpo advantages need the IG pass: call algo.a2tgpo.compute_a2tgpo_advantages")
+    else:
+        raise ValueError(f"unknown advantage estimator {name!r}; expected one of {ESTIMATORS}")
+    # Only ``critic/advantages/*`` is defined in tracking/keys.py; score/returns envelopes are left to the
+    # trainer until their keys exist (metric keys are defined once, design.md §2.8).
+    stats = _envelope("critic/advantages", adv)
+    return AdvantageResult(advantages=adv, returns=returns, stats=stats)

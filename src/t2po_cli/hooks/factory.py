@@ -1,0 +1,67 @@
+"""Build the T2PO hooks of one rollout phase from the run config (t2po.md §3.4, §5.1, §6).
+
+Both switches off gives ``(None, None)``: the engine and collector then run exactly the baseline path.
+Build once per phase and keep the hooks for the whole run: under ``compat=released`` the token-hook
+factory owns worker state that must persist across generate calls (§3.7, §4.2).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from t2po_cli.config.schema import RunConfig
+from t2po_cli.hooks.tds import DynamicalSampler
+from t2po_cli.hooks.tti import ReleasedState, ThinkHookFactory, TTIParams
+
+
+def effective_max_think_tokens(cfg: RunConfig) -> int | None:
+    """``t2po.tti.max_think_tokens`` if set, else the env default ``env.max_think_tokens`` (§7)."""
+    tti_budget = cfg.t2po.tti.max_think_tokens
+    return tti_budget if tti_budget is not None else cfg.env.max_think_tokens
+
+
+def build_hooks(
+    cfg: RunConfig,
+    think_ids: tuple[int, int] | None,
+    phase: Literal["train", "val"],
+    max_response_tokens: int,
+    *,
+    released_state: ReleasedState | None = None,
+) -> tuple[ThinkHookFactory | None, DynamicalSampler | None]:
+    """The token-hook factory and the turn hook of one phase.
+
+    * TTI forces in training, and in validation only when ``t2po.tti.in_validation``.
+    * TDS runs in training only (§5.1: validation uses the plain loop).
+    * With TDS on and TTI off, the token hook still runs to compute turn scores but never forces; it
+      consumes no random numbers (hooks never sample).
+
+    Args:
+        cfg: the validated run config (never mutated).
+        think_ids: ``resolve_think_ids(tokenizer)``; may be None only when TTI is off.
+        phase: ``train`` or ``val``.
+        max_response_tokens: the per-turn response budget of this phase.
+        released_state: under ``compat=released``, pass the train factory's ``released_state`` when
+            building the validation hooks: the released processor is one object per worker for both.
+
+    Returns:
+        ``(token_hook_factory or None, turn_hook or None)``.
+    """
+    tp = cfg.t2po
+    tti_on = tp.tti.enabled and (phase == "train" or tp.tti.in_validation)
+    tds_on = tp.tds.enabled and phase == "train"
+    if not (tti_on or tds_on):
+        return None, None
+    params = TTIParams(
+        think_ids=think_ids,
+        max_response_tokens=max_response_tokens,
+        tti_enabled=tti_on,
+        epsilon=tp.tti.epsilon,
+        patience=tp.tti.patience,
+        max_think_tokens=effective_max_think_tokens(cfg),
+        skip_tokens=tp.tds.skip_tokens,
+        alpha=tp.alpha,
+        compat=tp.compat,
+    )
+    factory = ThinkHookFactory(params, released_state)
+    sampler = DynamicalSampler(tp.tds.eta, tp.tds.max_resamples, tp.compat) if tds_on else None
+    return factory, sampler
