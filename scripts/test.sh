@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 bash scripts/install.sh
+bash scripts/install_browser.sh
 if [ -f scripts/services.sh ]; then
   bash scripts/services.sh install
   trap 'bash scripts/services.sh stop || true' EXIT
