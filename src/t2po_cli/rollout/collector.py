@@ -1,0 +1,256 @@
+"""Multi-turn rollout collector: prompt → generate → [turn hook may resample] → project → env.step.
+
+One training row per active environment turn, as in the reference runs (gigpo.md §1): the row carries
+the prompt and response tokens, the step reward, the invalid flag and the anchor observation. Finished
+environments produce no rows. The copies of one task share task and seed (envs.md §0.2).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from t2po_cli.envs.base import EnvFamily, HistoryEntry, Task, TextEnv
+from t2po_cli.rollout.types import Generation, SamplingParams
+
+
+@dataclass
+class TurnRow:
+    """One environment turn = one training row.
+
+    Attributes:
+        traj_id: trajectory (environment) index within the rollout.
+        group_id: task group id (the copies of one task share it).
+        turn: 0-based turn index.
+        prompt_ids: prompt token ids (chat template applied, left-truncated).
+        response_ids: ``LongTensor[L]`` generated tokens.
+        rollout_logps: ``FloatTensor[L]`` log-probs under the raw policy at sampling time.
+        forced_mask: ``BoolTensor[L]`` tokens forced by the thinking intervention.
+        signals: ``FloatTensor[L]`` M_t per generated token.
+        entropies: ``FloatTensor[L]`` entropy per generated token.
+        reward: env reward returned by this turn's step.
+        invalid: the projection judged the action invalid.
+        anchor_obs: raw observation shown at this turn (GiGPO anchor, envs.md §0.2).
+        response_text: decoded response.
+        action: projected env action.
+        hook_report: the token hook's report for the accepted sample ({} without hooks).
+        episode_reward: filled at episode end: sum of the trajectory's rewards.
+        won: filled at episode end: the trajectory's success.
+        finish_reason: ``eos``, ``stop`` or ``length``.
+    """
+
+    traj_id: int
+    group_id: int
+    turn: int
+    prompt_ids: list[int]
+    response_ids: torch.Tensor
+    rollout_logps: torch.Tensor
+    forced_mask: torch.Tensor
+    signals: torch.Tensor
+    entropies: torch.Tensor
+    reward: float
+    invalid: bool
+    anchor_obs: str
+    response_text: str
+    action: str
+    hook_report: dict[str, Any] = field(default_factory=dict)
+    episode_reward: float = 0.0
+    won: bool = False
+    finish_reason: str = "eos"
+
+
+@dataclass
+class Episode:
+    """Summary of one trajectory."""
+
+    traj_id: int
+    group_id: int
+    task: Task
+    reward: float
+    won: bool
+    turns: int
+    invalid_turns: int
+    tokens: int
+    task_score: float
+
+
+@dataclass
+class Rollout:
+    """All rows and episode summaries of one rollout, plus generation accounting."""
+
+    rows: list[TurnRow]
+    episodes: list[Episode]
+    generated_tokens: int
+    extra_gen_tokens: int
+    tds_seconds: float
+    gen_seconds: float
+    env_seconds: float
+
+
+GenerateFn = Callable[[list[list[int]], SamplingParams, Any], Generation]
+
+
+def collect(
+    *,
+    family: EnvFamily,
+    make_env: Callable[[], TextEnv],
+    tasks: list[Task],
+    group_size: int,
+    encode_prompt: Callable[[str], list[int]],
+    generate: GenerateFn,
+    params: SamplingParams,
+    max_turns: int,
+    history_length: int,
+    token_hook_factory: Any = None,
+    turn_hook: Any = None,
+) -> Rollout:
+    """Run ``len(tasks) × group_size`` episodes in lockstep and return the training rows.
+
+    Args:
+        family: the env family (projection, prompts).
+        make_env: builds one fresh TextEnv.
+        tasks: distinct tasks; environment ``i`` plays ``tasks[i // group_size]``.
+        group_size: copies per task.
+        encode_prompt: user message → prompt token ids (chat template + truncation).
+        generate: ``(prompt_ids, params, hook_factory) → Generation`` (the engine, with its RNG bound).
+        params: sampling parameters.
+        max_turns: turn limit.
+        history_length: history entries in the prompt.
+        token_hook_factory: T2PO token hook factory or None (baseline).
+        turn_hook: T2PO turn hook (TDS) or None (baseline; always None in validation).
+    """
+    n = len(tasks) * group_size
+    envs = [make_env() for _ in range(n)]
+    env_tasks = [tasks[i // group_size] for i in range(n)]
+    obs: list[str] = []
+    infos: list[dict[str, Any]] = []
+    t_env = time.perf_counter()
+    for env, task in zip(envs, env_tasks, strict=True):
+        o, info = env.reset(task)
+        obs.append(o)
+        infos.append(info)
+    env_seconds = time.perf_counter() - t_env
+    histories: list[list[HistoryEntry]] = [[] for _ in range(n)]
+    rows_by_env: list[list[TurnRow]] = [[] for _ in range(n)]
+    done = [False] * n
+    won = [False] * n
+    task_scores = [0.0] * n
+    generated = extra = 0
+    tds_s = gen_s = 0.0
+    if turn_hook is not None:
+        turn_hook.start_episode_batch(n)
+    for turn in range(max_turns):
+        active = [i for i in range(n) if not done[i]]
+        if not active:
+            break
+        prompts = [
+            encode_prompt(
+                family.build_prompt(
+                    env_tasks[i], histories[i], obs[i], infos[i], turn=turn, history_length=history_length
+                )
+            )
+            for i in active
+        ]
+        t0 = time.perf_counter()
+        gen = generate(prompts, params, token_hook_factory)
+        gen_s += time.perf_counter() - t0
+        generated += gen.num_tokens()
+        if turn_hook is not None:
+            t1 = time.perf_counter()
+            extra += _run_turn_hook(turn_hook, turn, active, prompts, gen, generate, params, token_hook_factory)
+            tds_s += time.perf_counter() - t1
+        t2 = time.perf_counter()
+        for j, i in enumerate(active):
+            proj = family.project(gen.texts[j], infos[i].get("admissible"))
+            anchor = str(infos[i].get("anchor_obs", obs[i]))
+            o, reward, finished, info = envs[i].step(proj.action)
+            rows_by_env[i].append(
+                TurnRow(
+                    traj_id=i, group_id=i // group_size, turn=turn, prompt_ids=prompts[j],
+                    response_ids=gen.response_ids[j], rollout_logps=gen.logps[j], forced_mask=gen.forced_mask[j],
+                    signals=gen.signals[j], entropies=gen.entropies[j], reward=float(reward),
+                    invalid=not proj.valid, anchor_obs=anchor, response_text=gen.texts[j], action=proj.action,
+                    hook_report=gen.hook_reports[j] if gen.hook_reports else {},
+                    finish_reason=gen.finish_reasons[j],
+                )
+            )
+            histories[i].append(HistoryEntry(observation=obs[i], action=proj.action))
+            obs[i], infos[i] = o, info
+            won[i] = bool(info.get("won", False))
+            task_scores[i] = float(info.get("task_score", 0.0))
+            done[i] = bool(finished)
+        env_seconds += time.perf_counter() - t2
+    for env in envs:
+        env.close()
+    return _finish(rows_by_env, env_tasks, group_size, won, task_scores, generated, extra, tds_s, gen_s, env_seconds)
+
+
+def _run_turn_hook(
+    turn_hook: Any,
+    turn: int,
+    active: list[int],
+    prompts: list[list[int]],
+    gen: Generation,
+    generate: GenerateFn,
+    params: SamplingParams,
+    token_hook_factory: Any,
+) -> int:
+    """Let TDS resample rows of this turn in place (t2po.md §5.1). Returns the tokens of discarded samples."""
+    discarded = 0
+
+    def regenerate(positions: list[int]) -> list[float | None]:
+        sub = generate([prompts[p] for p in positions], params, token_hook_factory)
+        gen.replace_rows(positions, sub)
+        return [_score(sub, j) for j in range(len(positions))]
+
+    def discarded_tokens(positions: list[int]) -> int:
+        nonlocal discarded
+        n = sum(len(gen.response_ids[p]) for p in positions)
+        discarded += n
+        return n
+
+    base = [_score(gen, j) for j in range(len(active))]
+    turn_hook.refine(turn, active, base, regenerate, discarded_tokens=discarded_tokens)
+    return discarded
+
+
+def _score(gen: Generation, j: int) -> float | None:
+    if not gen.hook_reports:
+        return None
+    value = gen.hook_reports[j].get("turn_score")
+    return None if value is None else float(value)
+
+
+def _finish(
+    rows_by_env: list[list[TurnRow]],
+    env_tasks: list[Task],
+    group_size: int,
+    won: list[bool],
+    task_scores: list[float],
+    generated: int,
+    extra: int,
+    tds_s: float,
+    gen_s: float,
+    env_s: float,
+) -> Rollout:
+    rows: list[TurnRow] = []
+    episodes: list[Episode] = []
+    for i, env_rows in enumerate(rows_by_env):
+        total = sum(r.reward for r in env_rows)
+        for r in env_rows:
+            r.episode_reward = total
+            r.won = won[i]
+        rows.extend(env_rows)  # (env, turn) order: GiGPO similarity grouping depends on it (errata 6)
+        episodes.append(
+            Episode(
+                traj_id=i, group_id=i // group_size, task=env_tasks[i], reward=total, won=won[i],
+                turns=len(env_rows), invalid_turns=sum(r.invalid for r in env_rows),
+                tokens=sum(len(r.response_ids) for r in env_rows), task_score=task_scores[i],
+            )
+        )
+    return Rollout(rows=rows, episodes=episodes, generated_tokens=generated, extra_gen_tokens=extra,
+                   tds_seconds=tds_s, gen_seconds=gen_s, env_seconds=env_s)

@@ -1,0 +1,305 @@
+"""The built-in rollout engine: a batched, KV-cached sampler with per-token T2PO signals (model.md §3a, §7.2).
+
+One ``generate`` call runs the hand-written decode loop of model.md's appendix:
+
+    prefill (left-padded prompts, position_ids = cumsum(mask) − 1, logits_to_keep=1)
+    per step:  raw logits z [B, V] → token_signal(z) (H_t, c_t, M_t, t2po.md §2)
+               → force = hook.step(M_t, active)            (T2PO thinking intervention, t2po.md §3)
+               → sample from z / temperature with top-k/top-p (one draw per row, every row)
+               → overwrite forced rows → record id, log p(id | raw z), H_t, M_t, forced
+               → hook.observe(chosen, active) → EOS / stop-string / length bookkeeping → next forward
+
+Why a hand loop instead of ``model.generate``: it gives the sampled token's log-prob under the *raw* policy
+(temperature 1) on the fly, equal to a teacher-forced forward within ~1e-5 in fp32 (model.md §3a), so fp32
+rollouts can reuse them as ``old_logps``; and forcing is one ``torch.where`` after sampling. It runs within
+±5% of ``generate``; for the tiny model Python overhead per step dominates, so the loop stays vectorised.
+
+RNG discipline: every step draws for all B rows (finished and forced rows included) and overwrites
+afterwards, so the random stream does not depend on the hook. With no hook, or a hook that never forces, a
+seeded ``torch.Generator`` yields bit-identical tokens: that is what makes ``--t2po off`` equal the baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from t2po_cli.hooks.base import TokenHook
+from t2po_cli.hooks.signal import token_signal
+from t2po_cli.rollout.types import Generation, SamplingParams
+
+HookFactory = Callable[[], TokenHook]
+"""Creates one fresh token hook per ``generate`` call."""
+
+FINISH_LENGTH, FINISH_EOS, FINISH_STOP = 0, 1, 2
+FINISH_NAMES = {FINISH_LENGTH: "length", FINISH_EOS: "eos", FINISH_STOP: "stop"}
+
+
+def build_chat_prompt(tokenizer, user_message: str, *, system: str | None = None, **template_kwargs: Any) -> list[int]:
+    """Token ids of a one-user-message chat with the assistant generation prompt appended.
+
+    Args:
+        tokenizer: a tokenizer with a chat template.
+        user_message: the user turn (observation + history, already formatted by the env).
+        system: optional system message (the template's default applies when None, e.g. SmolLM2's).
+        template_kwargs: passed to the template (e.g. ``enable_thinking=True`` for Qwen3).
+
+    Returns:
+        ``list[int]`` ending with the generation prefix (``<|im_start|>assistant\\n`` for ChatML).
+    """
+    messages = [{"role": "user", "content": user_message}]
+    if system is not None:
+        messages.insert(0, {"role": "system", "content": system})
+    # Render to text, then encode without extra specials: apply_chat_template(tokenize=True) returns a dict
+    # in transformers 5 and a list in 4, and BOS handling differs; text + encode is the same everywhere.
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **template_kwargs)
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Mask logits outside the top-k set and outside the top-p nucleus with −inf.
+
+    Args:
+        logits: ``[B, V]`` float32, already divided by the temperature.
+        top_k: keep the k largest per row (0 = off).
+        top_p: keep the smallest prefix of the sorted distribution whose mass reaches ``top_p`` (1 = off);
+            the most likely token always survives.
+
+    Returns:
+        ``[B, V]`` filtered logits (a new tensor when anything is masked).
+    """
+    if 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # Drop a token when the mass *before* it already reaches top_p (so the first token always stays).
+        drop_sorted = (probs.cumsum(-1) - probs) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_tokens(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> torch.Tensor:
+    """One token per row from raw logits ``[B, V]`` (float32) → ``LongTensor[B]``.
+
+    Temperature 0 is greedy (argmax, no random draw). Otherwise ``torch.multinomial`` draws one sample per row,
+    consuming the generator the same way whatever the row contents.
+    """
+    if params.temperature == 0:
+        return logits.argmax(dim=-1)
+    z = filter_logits(logits / params.temperature, params.top_k, params.top_p)
+    return torch.multinomial(torch.softmax(z, dim=-1), 1, generator=generator).squeeze(-1)
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token rows → ``(input_ids [B, P], attention_mask [B, P])`` (mask 1 = real token)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = 1
+    return ids.to(device), mask.to(device)
+
+
+class HFEngine:
+    """Batched KV-cached sampler over a ``Policy`` (transformers model, optionally peft-wrapped).
+
+    Args:
+        policy: the ``trainer.models.Policy`` to sample from (its current adapters are used).
+        max_prompt_tokens: prompts longer than this are left-truncated (keep the most recent context);
+            None = no limit.
+        signal_alpha: α of M_t (``t2po.alpha``).
+        released_signal: compute the signal like the released code (``t2po.compat=released``).
+    """
+
+    def __init__(self, policy, *, max_prompt_tokens: int | None = None, signal_alpha: float = 0.6,
+                 released_signal: bool = False) -> None:
+        self.policy = policy
+        self.tokenizer = policy.tokenizer
+        self.max_prompt_tokens = max_prompt_tokens
+        self.signal_alpha = signal_alpha
+        self.released_signal = released_signal
+        self._eos = torch.tensor(policy.eos_ids, dtype=torch.long, device=policy.device)
+        self._strip_ids = {*policy.eos_ids, policy.pad_id}
+        self._stop_tables: dict[tuple[str, ...], torch.Tensor] = {}
+        ids = self.tokenizer.encode("<|im_start|>", add_special_tokens=False)
+        self._turn_start_id = ids[0] if len(ids) == 1 else None
+
+    # ------------------------------------------------------------------------------------- prompts
+
+    def encode_prompts(self, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
+        """Token ids per prompt (strings are encoded verbatim, no specials added), left-truncated."""
+        strings = [p for p in prompts if isinstance(p, str)]
+        encoded = iter(self.tokenizer(strings, add_special_tokens=False)["input_ids"]) if strings else iter(())
+        rows = [list(next(encoded)) if isinstance(p, str) else [int(t) for t in p] for p in prompts]
+        if self.max_prompt_tokens is not None:
+            rows = [r[-self.max_prompt_tokens:] for r in rows]
+        return rows
+
+    def in_think_at_start(self, prompt_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+        """``BoolTensor[B]``: the generation prefix (text after the last ``<|im_start|>``) has an open
+        ``<think>`` (t2po.md §3.2, "our rule"). Checked on text, so multi-token tags work too."""
+        flags = []
+        for row in prompt_ids:
+            start = 0
+            if self._turn_start_id is not None and self._turn_start_id in row:
+                start = len(row) - 1 - row[::-1].index(self._turn_start_id)
+            text = self.tokenizer.decode(row[start:], skip_special_tokens=False)
+            flags.append(text.rfind("<think>") > text.rfind("</think>"))
+        return torch.tensor(flags, dtype=torch.bool)
+
+    def _stop_table(self, stops: tuple[str, ...], width: int) -> torch.Tensor:
+        """``BoolTensor[V]``: token v may complete one of ``stops`` (its text holds a stop string's last char,
+        or an incomplete UTF-8 byte). Only rows whose new token is flagged pay for a decode of their tail."""
+        if stops not in self._stop_tables:
+            last_chars = {s[-1] for s in stops}
+            n = min(len(self.tokenizer), width)
+            pieces = self.tokenizer.batch_decode([[i] for i in range(n)], skip_special_tokens=False)
+            table = torch.zeros(width, dtype=torch.bool)
+            table[:n] = torch.tensor([("\ufffd" in p) or any(c in p for c in last_chars) for p in pieces])
+            self._stop_tables[stops] = table.to(self.policy.device)
+        return self._stop_tables[stops]
+
+    # ------------------------------------------------------------------------------------- generate
+
+    def generate(
+        self,
+        prompts: Sequence[str] | Sequence[Sequence[int]],
+        params: SamplingParams,
+        *,
+        hook_factory: HookFactory | None = None,
+        generator: torch.Generator,
+    ) -> Generation:
+        """Generate one response per prompt.
+
+        Args:
+            prompts: chat-formatted prompt strings or token-id lists (see ``build_chat_prompt``).
+            params: decoding settings; ``logps`` are always under the raw distribution regardless.
+            hook_factory: creates the call's token hook (T2PO TTI); None = no hook.
+            generator: seeded generator for sampling (on the policy's device).
+
+        Returns:
+            ``Generation`` with per-row ids, raw log-probs, entropies, M_t, forced masks, texts and
+            finish reasons (``eos``, ``stop``, ``length``); ``hook_reports`` from ``hook.end()``.
+        """
+        prompt_ids = self.encode_prompts(prompts)
+        batch = len(prompt_ids)
+        hook = hook_factory() if hook_factory is not None else None
+        if hook is not None:
+            hook.begin(batch, self.in_think_at_start(prompt_ids).to(self.policy.device))
+        model = self.policy.model
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                steps, lengths, reasons = self._decode(prompt_ids, params, hook, generator)
+        finally:
+            model.train(was_training)
+        reports = hook.end() if hook is not None else []
+        return self._assemble(prompt_ids, steps, lengths, reasons, reports)
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+        """One model call → next-token logits ``[B, V]`` (LM head on the last position only)."""
+        out = self.policy.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1]
+
+    def _decode(self, prompt_ids, params: SamplingParams, hook: TokenHook | None, generator: torch.Generator):
+        """The decode loop; returns per-step ``[B]`` records, lengths ``[B]`` and finish codes ``[B]``."""
+        from transformers import DynamicCache
+
+        dev, batch = self.policy.device, len(prompt_ids)
+        steps: dict[str, list[torch.Tensor]] = {k: [] for k in ("ids", "logps", "entropies", "signals", "forced")}
+        lengths = torch.full((batch,), params.max_new_tokens, dtype=torch.long, device=dev)
+        reasons = torch.full((batch,), FINISH_LENGTH, dtype=torch.long, device=dev)
+        if params.max_new_tokens <= 0 or batch == 0:
+            return steps, lengths.zero_(), reasons
+        ids, mask = left_pad(prompt_ids, self.policy.pad_id, dev)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at position 0
+        cache = DynamicCache(config=self.policy.model.config)
+        raw = self._forward(ids, mask, positions, cache)
+        positions = positions[:, -1:] + 1
+        done = torch.zeros(batch, dtype=torch.bool, device=dev)
+        no_force = torch.zeros(batch, dtype=torch.bool, device=dev)
+        stop_table = self._stop_table(params.stop_strings, raw.shape[-1]) if params.stop_strings else None
+        for t in range(params.max_new_tokens):
+            logits = raw.float()
+            signal = token_signal(raw if self.released_signal else logits, self.signal_alpha,
+                                  released=self.released_signal)
+            active = ~done
+            force = hook.step(signal.m, active) if hook is not None else None
+            chosen = sample_tokens(logits, params, generator)  # every row draws: RNG use is hook-independent
+            forced = no_force
+            if force is not None:
+                forced = (force >= 0) & active
+                chosen = torch.where(forced, force, chosen)
+            chosen = chosen.masked_fill(done, self.policy.pad_id)
+            logp = logits.gather(-1, chosen[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+            if hook is not None:
+                hook.observe(chosen, active)
+            for key, value in zip(steps, (chosen, logp, signal.entropy, signal.m, forced), strict=True):
+                steps[key].append(value)
+            ended = active & torch.isin(chosen, self._eos)
+            reasons[ended] = FINISH_EOS
+            if stop_table is not None:
+                stopped = self._check_stops(steps["ids"], active & ~ended & stop_table[chosen], params.stop_strings)
+                reasons[stopped] = FINISH_STOP
+                ended |= stopped
+            lengths[ended] = t + 1
+            done |= ended
+            if bool(done.all()) or t + 1 == params.max_new_tokens:
+                break
+            mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
+            raw = self._forward(chosen[:, None], mask, positions, cache)
+            positions = positions + 1
+        return steps, lengths, reasons
+
+    def _check_stops(self, step_ids: list[torch.Tensor], candidates: torch.Tensor,
+                     stops: tuple[str, ...]) -> torch.Tensor:
+        """``BoolTensor[B]``: candidate rows whose generated text now contains a stop string.
+
+        Decodes only a tail long enough to hold the longest stop string (≤ 4 byte-level tokens per character).
+        Earlier completions would have ended the row already, so any hit in the tail is completed by the
+        newest token: the row ends right after it (text after the stop string inside that token is kept).
+        """
+        hit = torch.zeros_like(candidates)
+        if not bool(candidates.any()):
+            return hit
+        window = 4 * max(len(s) for s in stops) + 4
+        tail = torch.stack(step_ids[-window:], dim=1)
+        for i in candidates.nonzero().flatten().tolist():
+            text = self.tokenizer.decode(tail[i].tolist(), skip_special_tokens=False)
+            hit[i] = any(s in text for s in stops)
+        return hit
+
+    def _assemble(self, prompt_ids, steps, lengths, reasons, reports) -> Generation:
+        """Cut the per-step ``[B]`` records into per-row tensors on the CPU and decode the texts."""
+        batch = len(prompt_ids)
+        if steps["ids"]:
+            stacked = {k: torch.stack(v, dim=1).cpu() for k, v in steps.items()}  # each [B, T]
+        else:
+            stacked = {k: torch.zeros((batch, 0)) for k in steps}
+            stacked["ids"], stacked["forced"] = stacked["ids"].long(), stacked["forced"].bool()
+        lens = lengths.tolist()
+        rows = {k: [v[i, : lens[i]].clone() for i in range(batch)] for k, v in stacked.items()}
+        texts = [
+            self.tokenizer.decode([t for t in r.tolist() if t not in self._strip_ids], skip_special_tokens=False)
+            for r in rows["ids"]
+        ]
+        return Generation(
+            prompt_ids=[list(p) for p in prompt_ids],
+            response_ids=rows["ids"],
+            logps=rows["logps"],
+            entropies=rows["entropies"],
+            signals=rows["signals"],
+            forced_mask=rows["forced"],
+            texts=texts,
+            finish_reasons=[FINISH_NAMES[c] for c in reasons.tolist()],
+            hook_reports=list(reports),
+        )

@@ -1,0 +1,131 @@
+"""Checkpoints: trainable weights, optimizer, RNG states, step and data cursor, written atomically.
+
+Layout: ``<run>/checkpoints/step_<N>/`` with ``trainable.pt`` (the parameters that require grad, plus a
+value head if any), ``optimizer.pt``, ``rng.pt`` and ``state.json``. A checkpoint is written to a temporary
+folder and renamed, so a process killed mid-save leaves the previous checkpoint intact. The two newest
+are kept.
+
+On CPU with the same seed, resuming from step N reproduces an uninterrupted run exactly: the rollout RNG is
+derived from (seed, step), so it needs no state, and everything else that changes is saved here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from t2po_cli.errors import RunFolderError
+
+KEEP = 2
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A checkpoint on disk."""
+
+    path: Path
+    step: int
+
+
+def list_checkpoints(root: Path) -> list[CheckpointInfo]:
+    """Complete checkpoints under ``root``, oldest first (incomplete temp folders are ignored)."""
+    out = []
+    if not root.is_dir():
+        return out
+    for p in root.iterdir():
+        if p.is_dir() and p.name.startswith("step_") and (p / "state.json").is_file():
+            try:
+                out.append(CheckpointInfo(p, int(p.name.removeprefix("step_"))))
+            except ValueError:
+                continue
+    return sorted(out, key=lambda c: c.step)
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters that require grad (LoRA adapters, or every weight under full fine-tuning)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(
+    root: Path,
+    step: int,
+    *,
+    modules: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    extra: dict[str, Any] | None = None,
+) -> CheckpointInfo:
+    """Atomically save a checkpoint for ``step`` and prune older ones.
+
+    Args:
+        root: the run's ``checkpoints/`` folder.
+        step: completed update steps.
+        modules: name → module whose trainable parameters are saved (e.g. ``policy``, ``value_head``).
+        optimizers: name → optimizer.
+        extra: JSON-serialisable state (data cursor, counters).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step}"
+    tmp = root / f".step_{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    torch.save({name: trainable_state(m) for name, m in modules.items()}, tmp / "trainable.pt")
+    torch.save({name: o.state_dict() for name, o in optimizers.items()}, tmp / "optimizer.pt")
+    torch.save(
+        {"python": random.getstate(), "torch": torch.get_rng_state()},
+        tmp / "rng.pt",
+    )
+    (tmp / "state.json").write_text(json.dumps({"step": step, **(extra or {})}, indent=1))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in list_checkpoints(root)[:-KEEP]:
+        shutil.rmtree(old.path, ignore_errors=True)
+    return CheckpointInfo(final, step)
+
+
+def load_checkpoint(
+    ckpt: CheckpointInfo,
+    *,
+    modules: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+) -> dict[str, Any]:
+    """Restore a checkpoint in place. Returns its ``state.json`` dict.
+
+    Raises:
+        RunFolderError: a file is missing or unreadable (corrupt checkpoint), with the fix.
+    """
+    try:
+        weights = torch.load(ckpt.path / "trainable.pt", map_location="cpu", weights_only=True)
+        opt_states = torch.load(ckpt.path / "optimizer.pt", map_location="cpu", weights_only=True)
+        rng = torch.load(ckpt.path / "rng.pt", map_location="cpu", weights_only=False)
+        state = json.loads((ckpt.path / "state.json").read_text())
+    except (OSError, RuntimeError, ValueError, EOFError, KeyError) as e:
+        raise RunFolderError(
+            f"checkpoint {ckpt.path} is corrupt ({type(e).__name__}); delete that folder to resume from the "
+            "previous checkpoint"
+        ) from None
+    for name, module in modules.items():
+        if name not in weights:
+            raise RunFolderError(f"checkpoint {ckpt.path} has no weights for '{name}'; it belongs to another run")
+        params = dict(module.named_parameters())
+        missing = set(weights[name]) - set(params)
+        if missing:
+            raise RunFolderError(
+                f"checkpoint {ckpt.path} does not match the model ({len(missing)} unknown tensors); "
+                "it belongs to another model recipe"
+            )
+        with torch.no_grad():
+            for n, t in weights[name].items():
+                params[n].copy_(t)
+    for name, opt in optimizers.items():
+        opt.load_state_dict(opt_states[name])
+    random.setstate(rng["python"])
+    torch.set_rng_state(rng["torch"])
+    return state

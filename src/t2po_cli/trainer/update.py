@@ -1,0 +1,214 @@
+"""The policy update of one RL step: PPO epochs × mini-batches × micro-batches (gigpo.md §9).
+
+Each mini-batch is one optimiser step; micro-batch losses are scaled by 1 / (number of micro-batches) for
+gradient accumulation. With one epoch and one mini-batch, π_old is the detached current log-prob (exactly
+the sampling policy); otherwise π_old is recomputed once, before the first optimiser step, by a no-grad
+forward of the training policy (t2po.md §3.5: the forced token is then trained with its natural probability).
+A non-finite loss or gradient norm skips the optimiser step and is counted, never applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from t2po_cli.algo import losses as L
+from t2po_cli.config.schema import RunConfig
+from t2po_cli.rollout.collector import TurnRow
+from t2po_cli.tracking import keys as K
+from t2po_cli.trainer.batching import PackedBatch, micro_batches, pack_rows, response_logits
+
+
+@dataclass
+class UpdateContext:
+    """What the update needs besides the rows.
+
+    Attributes:
+        model: the policy (peft-wrapped under LoRA).
+        optimizer: AdamW over the trainable parameters.
+        params: the trainable parameters (for clipping and the finiteness check).
+        pad_id: padding id.
+        value_head: PPO critic head on the last prompt hidden state, or None.
+        reference: context manager factory under which ``model`` computes reference logits (LoRA:
+            ``model.disable_adapter``), or None when no KL term is used.
+        extra_loss: optional ``(rows_idx, logps, old_logps, adv, mask) -> (loss, stats)`` replacing the PPO-clip
+            term (A2TGPO's adaptive turn-level clip).
+    """
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    params: list[torch.nn.Parameter]
+    pad_id: int
+    value_head: torch.nn.Module | None = None
+    reference: Callable[[], contextlib.AbstractContextManager] | None = None
+    extra_loss: Callable[..., tuple[torch.Tensor, dict[str, float]]] | None = None
+    skipped_total: int = 0
+    nonfinite_total: int = 0
+    stats: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _loss_mask(row: TurnRow, mask_forced: bool) -> torch.Tensor:
+    keep = torch.ones(len(row.response_ids), dtype=torch.bool)
+    if mask_forced:
+        keep &= ~row.forced_mask  # t2po.tti.mask_forced_tokens: ablation only (t2po.md §3.5)
+    return keep
+
+
+def _packed(rows: list[TurnRow], idx: list[int], pad_id: int, mask_forced: bool) -> PackedBatch:
+    batch = pack_rows([rows[i].prompt_ids for i in idx], [rows[i].response_ids for i in idx], pad_id)
+    for j, i in enumerate(idx):
+        n = len(rows[i].response_ids)
+        batch.response_mask[j, :n] &= _loss_mask(rows[i], mask_forced)
+    return batch
+
+
+def _trainable_rows(rows: list[TurnRow]) -> list[int]:
+    # Rows without response tokens count in the advantage statistics but get no loss (errata 10).
+    return [i for i, r in enumerate(rows) if len(r.response_ids) > 0]
+
+
+@torch.no_grad()
+def _old_logps(ctx: UpdateContext, rows: list[TurnRow], idx: list[int], micro: int, mask_forced: bool
+               ) -> dict[int, torch.Tensor]:
+    out: dict[int, torch.Tensor] = {}
+    for chunk in micro_batches(idx, micro):
+        batch = _packed(rows, chunk, ctx.pad_id, mask_forced)
+        logits, _ = response_logits(ctx.model, batch)
+        lp = L.token_logps(logits, batch.response_ids)
+        for j, i in enumerate(chunk):
+            out[i] = lp[j]
+    return out
+
+
+def _mini_batches(idx: list[int], cfg: RunConfig, num_rows_total: int) -> Iterator[list[int]]:
+    size = cfg.trainer.mini_batch_rows
+    if not size:
+        yield idx
+        return
+    # mini_batch_rows counts episodes' worth of rows per optimiser step in the released recipes; here it is
+    # rows of this step, split evenly so every mini-batch is one optimiser step.
+    n_mb = max(1, round(num_rows_total / size))
+    per = math.ceil(len(idx) / n_mb)
+    for k in range(0, len(idx), per):
+        yield idx[k : k + per]
+
+
+def policy_update(
+    ctx: UpdateContext,
+    rows: list[TurnRow],
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    cfg: RunConfig,
+    *,
+    nan_injector: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """Run the PPO epochs over this step's rows and return the update metrics.
+
+    Args:
+        ctx: model, optimizer and options.
+        rows: the step's turn rows (N).
+        advantages: ``FloatTensor[N]`` per row.
+        returns: ``FloatTensor[N]`` value targets (PPO) per row.
+        cfg: run config (read only).
+        nan_injector: test hook that may corrupt the loss (reliability tests).
+    """
+    t = cfg.trainer
+    idx = _trainable_rows(rows)
+    ctx.stats = {}
+    skipped = nonfinite = 0
+    if not idx:
+        return {K.SKIPPED_STEPS: float(ctx.skipped_total)}
+    mask_forced = cfg.t2po.tti.mask_forced_tokens
+    mbs = list(_mini_batches(idx, cfg, len(rows)))
+    reuse_current = t.ppo_epochs == 1 and len(mbs) == 1
+    old = {} if reuse_current else _old_logps(ctx, rows, idx, t.micro_batch_rows, mask_forced)
+    ctx.model.train()
+    for _epoch in range(t.ppo_epochs):
+        for mb in mbs:
+            ctx.optimizer.zero_grad(set_to_none=True)
+            chunks = micro_batches(mb, t.micro_batch_rows)
+            finite = True
+            for chunk in chunks:
+                loss = _micro_loss(ctx, rows, chunk, advantages, returns, old, cfg, mask_forced)
+                if nan_injector is not None:
+                    loss = nan_injector(loss)
+                if not torch.isfinite(loss):
+                    finite = False
+                    break
+                (loss / len(chunks)).backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(ctx.params, t.grad_clip) if finite else torch.tensor(math.nan)
+            if not finite or not torch.isfinite(grad_norm):
+                # Never apply a non-finite update (gigpo.md §9 "our implementation adds"); count it instead.
+                ctx.optimizer.zero_grad(set_to_none=True)
+                nonfinite += int(finite)  # finite loss but non-finite gradient
+                skipped += 1
+                if not t.nan_guard:
+                    raise FloatingPointError("non-finite loss or gradient and trainer.nan_guard=false")
+                continue
+            ctx.optimizer.step()
+            ctx.stats.setdefault(K.GRAD_NORM, []).append(float(grad_norm))
+    ctx.skipped_total += skipped
+    ctx.nonfinite_total += nonfinite
+    metrics = {k: sum(v) / len(v) for k, v in ctx.stats.items() if v}
+    metrics[K.SKIPPED_STEPS] = float(ctx.skipped_total)
+    metrics[K.GRAD_NORM_NONFINITE] = float(ctx.nonfinite_total)
+    metrics[K.LR] = float(ctx.optimizer.param_groups[0]["lr"])
+    return metrics
+
+
+def _micro_loss(
+    ctx: UpdateContext,
+    rows: list[TurnRow],
+    chunk: list[int],
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    old: dict[int, torch.Tensor],
+    cfg: RunConfig,
+    mask_forced: bool,
+) -> torch.Tensor:
+    t, a = cfg.trainer, cfg.algo
+    batch = _packed(rows, chunk, ctx.pad_id, mask_forced)
+    want_hidden = ctx.value_head is not None
+    logits, hidden = response_logits(ctx.model, batch, want_hidden=want_hidden)
+    logps = L.token_logps(logits, batch.response_ids)
+    mask = batch.response_mask
+    if old:
+        old_logps = torch.zeros_like(logps)
+        for j, i in enumerate(chunk):
+            n = old[i].shape[0]
+            old_logps[j, :n] = old[i]
+    else:
+        old_logps = logps.detach()
+    adv = L.broadcast_to_tokens(advantages[chunk].float(), mask)
+    if ctx.extra_loss is not None:
+        loss, stats = ctx.extra_loss(chunk, logps, old_logps, adv, mask)
+    else:
+        loss, stats = L.ppo_clip_loss(
+            logps, old_logps, adv, mask, clip_low=a.clip_low, clip_high=a.clip_high, dual_clip_c=a.dual_clip_c
+        )
+    ent = L.token_mean(L.token_entropy(logits.detach()), mask)
+    stats = {**stats, K.ENTROPY: float(ent)}
+    if t.entropy_coef:
+        ent_term = L.token_mean(L.token_entropy(logits), mask)
+        loss = loss - t.entropy_coef * ent_term
+        stats[K.ENTROPY_LOSS] = float(ent_term)
+    if t.kl_coef and ctx.reference is not None:
+        with torch.no_grad(), ctx.reference():
+            ref_logits, _ = response_logits(ctx.model, batch)
+            ref_logps = L.token_logps(ref_logits, batch.response_ids)
+        kl = L.kl_loss(logps, ref_logps, mask)
+        loss = loss + t.kl_coef * kl
+        stats[K.KL_LOSS] = float(kl)
+    if ctx.value_head is not None and hidden is not None:
+        values = ctx.value_head(hidden.float()).reshape(-1)
+        row_mask = torch.ones(len(chunk), dtype=torch.bool)
+        vloss = L.value_loss(values, returns[chunk].float(), row_mask)
+        loss = loss + a.value_coef * vloss
+        stats[K.VALUE_LOSS] = float(vloss)
+    for k, v in stats.items():
+        ctx.stats.setdefault(k, []).append(float(v))
+    return loss
