@@ -1,0 +1,118 @@
+"""End-to-end training on the tiny model: LoRA trains while the base stays frozen, resume reproduces an
+uninterrupted run, T2PO off is exactly the baseline, and every algorithm runs on every env."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from t2po_cli.cli.app import main
+from t2po_cli.trainer import loop
+
+from .conftest import make_run, stable_rows
+
+pytestmark = pytest.mark.slow
+
+
+def test_lora_params_change_and_base_stays_frozen(e2e_root: Path) -> None:
+    run = make_run(e2e_root, ["env=searchqa", "model=tiny-lora", "trainer.lr=1e-2", "trainer.steps=1"])
+    s = loop.build_session(run.path)
+    before = {n: p.detach().clone() for n, p in s.policy.model.named_parameters()}
+    trainable = {n for n, p in s.policy.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    metrics = loop.train_step(s, 1)
+    assert metrics["actor/skipped_steps"] == 0
+    after = dict(s.policy.model.named_parameters())
+    changed = {n for n in trainable if not torch.equal(before[n], after[n])}
+    assert changed, "no LoRA parameter moved after one optimiser step"
+    frozen = [n for n in before if n not in trainable]
+    assert frozen and all(torch.equal(before[n], after[n].detach()) for n in frozen)
+
+
+def test_resume_equals_uninterrupted_run(e2e_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    overrides = ["env=webshop", "trainer.steps=3", "trainer.save_every=1", "trainer.val_every=1", "trainer.seed=3"]
+    full = make_run(e2e_root, overrides, name="full")
+    loop.train_run(full.path)
+
+    broken = make_run(e2e_root, overrides, name="broken")
+    real_save = loop._save
+
+    def save_then_die(s, step):  # the process "dies" right after the step-2 checkpoint
+        real_save(s, step)
+        if step == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train_run(broken.path)
+    assert json.loads((broken.path / "status.json").read_text())["state"] == "failed"
+    monkeypatch.setattr(loop, "_save", real_save)
+    loop.train_run(broken.path)
+
+    a, b = stable_rows(full), stable_rows(broken)
+    assert [(s, sp) for s, sp, _ in b] == [(0, "val"), (1, "train"), (1, "val"), (2, "train"), (2, "val"),
+                                          (3, "train"), (3, "val")]
+    assert a == b
+
+
+def test_t2po_off_is_bit_identical_to_inert_hooks(e2e_root: Path) -> None:
+    # Baseline: no hooks at all. Inert: T2PO hooks installed (scores computed every token, TDS consulted every
+    # turn) but unable to act. Rollouts, advantages and updates must match exactly.
+    base = ["env=alfworld", "trainer.steps=2", "trainer.seed=1", "env.max_turns=6"]
+    off = make_run(e2e_root, [*base, "t2po=off"], name="off")
+    inert = make_run(
+        e2e_root,
+        [*base, "t2po=on", "t2po.tti.patience=null", "env.max_think_tokens=null", "t2po.tds.eta=1e-30"],
+        name="inert",
+    )
+    loop.train_run(off.path)
+    loop.train_run(inert.path)
+
+    def strip(rows):
+        return [(s, sp, {k: v for k, v in m.items() if not k.startswith("t2po/") and not k.startswith("val/t2po/")})
+                for s, sp, m in rows]
+
+    assert strip(stable_rows(off)) == strip(stable_rows(inert))
+    inert_metrics = [m for _, sp, m in stable_rows(inert) if sp == "train"]
+    assert all(m["t2po/tds/resample_rate"] == 0.0 for m in inert_metrics if "t2po/tds/resample_rate" in m)
+
+
+@pytest.mark.parametrize("env", ["webshop", "alfworld", "searchqa"])
+@pytest.mark.parametrize("algo", ["grpo", "gigpo", "ppo"])
+def test_every_algorithm_runs_on_every_env(e2e_root: Path, env: str, algo: str) -> None:
+    run = make_run(e2e_root, [f"env={env}", f"algo={algo}", "trainer.steps=1", "env.max_turns=4",
+                              "trainer.val_every=0"])
+    summary = loop.train_run(run.path)
+    rows = stable_rows(run)
+    assert summary["steps"] == 1 and [(s, sp) for s, sp, _ in rows] == [(1, "train")]
+    m = rows[0][2]
+    assert m["actor/skipped_steps"] == 0 and torch.isfinite(torch.tensor(m["actor/grad_norm"]))
+    if algo == "ppo":
+        assert "critic/value_loss" in m
+
+
+def test_a2tgpo_logs_information_gain(e2e_root: Path) -> None:
+    run = make_run(e2e_root, ["env=searchqa", "algo=a2tgpo", "t2po=off", "trainer.steps=1", "trainer.val_every=0"])
+    loop.train_run(run.path)
+    m = stable_rows(run)[0][2]
+    assert any(k.startswith("a2tgpo/") for k in m), sorted(m)
+
+
+def test_cli_train_then_eval(e2e_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["train", "--env", "searchqa", "--json", "trainer=ci", "tracking.mlflow=false", f"runs_root={e2e_root}"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    result = json.loads(out)
+    run_dir = Path(result["run_dir"])
+    for f in ("resolved_config.yaml", "overrides.txt", "command.txt", "git.json", "metrics.jsonl", "status.json"):
+        assert (run_dir / f).is_file(), f
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+    assert (run_dir / "checkpoints" / "step_2" / "trainable.pt").is_file()
+    assert main(["eval", "--run", str(run_dir), "--episodes", "4", "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["episodes"] == 4 and ev["checkpoint_step"] == 2 and 0.0 <= ev["success_rate"] <= 1.0
+    # resuming a finished run is a user error, not a retrain
+    assert main(["train", "--resume", str(run_dir)]) == 2
