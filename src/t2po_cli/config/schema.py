@@ -92,8 +92,6 @@ class WarmstartConfig:
     """Sequences per optimiser step."""
     full_finetune: bool = True
     """Fine-tune every weight (true) or only LoRA adapters (false)."""
-    self_rollouts: int = 0
-    """Extra rounds of rejection fine-tuning on the policy's own successful rollouts (0 = off)."""
     checkpoint: str | None = None
     """Start from this warm-start checkpoint folder instead of the cached or freshly built one."""
 

@@ -99,7 +99,6 @@ def validate_config(cfg: s.RunConfig) -> None:
         ("env.history_length", cfg.env.history_length),
         ("t2po.tds.max_resamples", cfg.t2po.tds.max_resamples),
         ("t2po.tds.skip_tokens", cfg.t2po.tds.skip_tokens),
-        ("trainer.warmstart.self_rollouts", t.warmstart.self_rollouts),
     ):
         _positive(val, key, allow_zero=True)
     _positive(t.lr, "trainer.lr")

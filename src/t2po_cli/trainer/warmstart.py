@@ -2,8 +2,8 @@
 
 The released T2PO runs start RL from rejection-fine-tuned checkpoints. Here the embedded envs' scripted
 experts provide the demonstrations: each expert turn becomes one (prompt, response) pair and the loss is
-the response tokens' negative log-likelihood (prompt tokens masked). Optionally, rounds of rejection
-fine-tuning on the policy's own successful rollouts follow (``trainer.warmstart.self_rollouts``).
+the response tokens' negative log-likelihood (prompt tokens masked). (Rejection fine-tuning on the policy's
+own successful rollouts is not implemented yet.)
 
 Checkpoints are cached under ``$T2PO_CACHE/warmstart/<key>``, keyed by everything that determines them
 (model build, env, prompt template version, warm-start settings), so every run and sweep point of the same
