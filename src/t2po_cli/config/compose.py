@@ -94,6 +94,23 @@ def _one_line(err: BaseException) -> str:
     return msg
 
 
+def _reject_targets(node: Any, where: str) -> None:
+    """Refuse Hydra ``_target_`` keys anywhere: recipes are data, never instructions to build objects.
+
+    We never pass user config to Hydra's object instantiation; this check keeps it that way should anyone
+    add a call later, since a recipe with ``_target_: os.system`` would then run arbitrary code.
+    """
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{where}.{key}" if where else str(key)
+            if str(key) in ("_target_", "_partial_", "_args_", "_recursive_", "_convert_"):
+                raise ConfigError(f"'{path}': Hydra instantiation keys are not allowed in t2po recipes; remove it")
+            _reject_targets(value, path)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _reject_targets(value, f"{where}[{i}]")
+
+
 def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> ComposedRun:
     """Compose ``recipes/train.yaml`` with overrides into a validated ``RunConfig``.
 
@@ -111,17 +128,19 @@ def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> ComposedRun:
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
+    from yaml import YAMLError as yaml_errors
 
     from t2po_cli.config.validate import validate_config
 
     _register_schema()
     for ov in overrides:
         if "=" not in ov:
-            raise ConfigError(f"override '{ov}' is not KEY=VALUE; write e.g. trainer.steps=10")
+            raise ConfigError(f"override {ov!r} is not KEY=VALUE; write e.g. trainer.steps=10")
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3", job_name="t2po"):
             cfg = compose(config_name=ROOT_CONFIG, overrides=list(overrides))
+        _reject_targets(OmegaConf.to_container(cfg), "")
         # Re-merge onto the schema in struct mode: Hydra's `+key=` bypasses struct, our schema does not.
         strict = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.to_container(cfg))
         if strict.experiment_name is None:
@@ -131,6 +150,17 @@ def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> ComposedRun:
         yaml = OmegaConf.to_yaml(cfg)
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         raise ConfigError(f"invalid configuration: {_one_line(err)}") from None
+    except yaml_errors as err:
+        # A recipe file that is not YAML (found by tests/reliability/test_malformed_inputs.py).
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"a recipe under {recipes_dir()} is not valid YAML{where} "
+                          f"({type(err).__name__}: {getattr(err, 'problem', '') or ''}); fix that file") from None
+    except (TypeError, KeyError, AttributeError, IndexError) as err:
+        # Hydra's defaults-list code assumes well-typed group values: `model=[1,2]` or `model={a:1}` raise
+        # TypeError deep inside it (found by tests/reliability/test_override_fuzz.py). Still a user mistake.
+        raise ConfigError(f"invalid configuration: {_one_line(err) or type(err).__name__}; check the overrides "
+                          "(recipe groups such as model= take a recipe name)") from None
     finally:
         GlobalHydra.instance().clear()
     validate_config(obj)

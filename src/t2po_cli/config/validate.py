@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from t2po_cli.config import schema as s
 from t2po_cli.errors import ConfigError
 
@@ -57,8 +59,37 @@ def _validate_a2tgpo(a: s.A2TGPOConfig, active: bool) -> None:
         )
 
 
+def _finite_floats(cfg: s.RunConfig) -> None:
+    """Reject nan/inf anywhere: range checks written as ``value < lo`` are all False for nan, so
+    ``trainer.lr=nan`` used to pass validation and only fail (or silently skip every step) at run time."""
+    from dataclasses import asdict
+
+    from t2po_cli.config.compose import flatten
+
+    for key, value in flatten(asdict(cfg)).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value} is not a finite number; give a real value")
+
+
+def _names(cfg: s.RunConfig) -> None:
+    """run_name and experiment_name become folder names under runs_root: they must not escape it
+    (``run_name=../x`` or ``/abs`` used to be silently renamed; dry runs showed the escaped path)."""
+    from t2po_cli.errors import UserError
+    from t2po_cli.jobs.run_folder import check_name
+
+    for key, value in (("run_name", cfg.run_name), ("experiment_name", cfg.experiment_name)):
+        if value is None:
+            continue
+        try:
+            check_name(str(value), key)
+        except UserError as e:
+            raise ConfigError(str(e)) from None
+
+
 def validate_config(cfg: s.RunConfig) -> None:
     """Raise ``ConfigError`` on the first inconsistent setting."""
+    _finite_floats(cfg)
+    _names(cfg)
     _choice(cfg.env.name, s.ENV_NAMES, "env.name")
     _choice(cfg.env.backend, s.BACKENDS, "env.backend")
     _choice(cfg.env.executor, ("inline", "thread", "process"), "env.executor")

@@ -73,14 +73,23 @@ def launch_train(
 
 def resume_train(run_dir: Path, *, json_out: bool = False) -> None:
     """Continue a stopped run from its last checkpoint, in-process."""
-    from t2po_cli.cli.console import emit_json, err, hint
+    from t2po_cli.cli.console import emit_json, hint
     from t2po_cli.jobs.entry import run_job
 
     folder = RunFolder.open(run_dir)
     state = folder.read_status().get("state")
     if state == "finished":
         raise UserError(f"run {run_dir} already finished; start a new run instead of --resume")
-    err.print(f"resuming [bold]{folder.path}[/bold]")
+    # Check the config before saying anything: a user error must stay the only line on stderr. The trainer
+    # prints "resumed from checkpoint step N" once the checkpoint has loaded.
+    from t2po_cli.config.compose import load_run_config
+
+    load_run_config(folder.config_path)
+    from t2po_cli.trainer import checkpoint as ckpt
+
+    found = ckpt.list_checkpoints(folder.checkpoints)
+    if found:
+        ckpt.read_checkpoint(found[-1])
     summary = run_job(str(folder.path))
     if json_out:
         emit_json({"run_dir": str(folder.path), **summary})

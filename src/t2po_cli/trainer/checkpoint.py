@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 from dataclasses import dataclass
@@ -90,6 +91,28 @@ def save_checkpoint(
     return CheckpointInfo(final, step)
 
 
+def read_checkpoint(ckpt: CheckpointInfo) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """Read a checkpoint's files (weights, optimizer states, RNG states, state.json) without applying them.
+
+    ``t2po train --resume`` calls this before building the model, so a corrupt checkpoint fails with one
+    line before any model-loading output.
+
+    Raises:
+        RunFolderError: a file is missing or unreadable (corrupt checkpoint), with the fix.
+    """
+    try:
+        weights = torch.load(ckpt.path / "trainable.pt", map_location="cpu", weights_only=True)
+        opt_states = torch.load(ckpt.path / "optimizer.pt", map_location="cpu", weights_only=True)
+        rng = torch.load(ckpt.path / "rng.pt", map_location="cpu", weights_only=False)
+        state = json.loads((ckpt.path / "state.json").read_text())
+    except (OSError, RuntimeError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as e:
+        raise RunFolderError(
+            f"checkpoint {ckpt.path} is corrupt ({type(e).__name__}); delete that folder to resume from the "
+            "previous checkpoint"
+        ) from None
+    return weights, opt_states, rng, state
+
+
 def load_checkpoint(
     ckpt: CheckpointInfo,
     *,
@@ -101,16 +124,7 @@ def load_checkpoint(
     Raises:
         RunFolderError: a file is missing or unreadable (corrupt checkpoint), with the fix.
     """
-    try:
-        weights = torch.load(ckpt.path / "trainable.pt", map_location="cpu", weights_only=True)
-        opt_states = torch.load(ckpt.path / "optimizer.pt", map_location="cpu", weights_only=True)
-        rng = torch.load(ckpt.path / "rng.pt", map_location="cpu", weights_only=False)
-        state = json.loads((ckpt.path / "state.json").read_text())
-    except (OSError, RuntimeError, ValueError, EOFError, KeyError) as e:
-        raise RunFolderError(
-            f"checkpoint {ckpt.path} is corrupt ({type(e).__name__}); delete that folder to resume from the "
-            "previous checkpoint"
-        ) from None
+    weights, opt_states, rng, state = read_checkpoint(ckpt)
     for name, module in modules.items():
         if name not in weights:
             raise RunFolderError(f"checkpoint {ckpt.path} has no weights for '{name}'; it belongs to another run")
