@@ -13,16 +13,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def require_service(available: bool, reason: str) -> None:
-    """Skip with a visible reason outside CI; in CI a missing service is a failure, never a skip."""
-    if available:
-        return
-    if IN_CI:
-        pytest.fail(f"service required in CI is missing: {reason}")
-    pytest.skip(reason)
+from service_gate import IN_CI, require_service  # noqa: F401  (re-exported for old imports)
 
 
 @pytest.fixture(autouse=True)

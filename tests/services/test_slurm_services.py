@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_service
+from service_gate import require_service
 from t2po_cli.cli.app import main
 
 pytestmark = [pytest.mark.services, pytest.mark.slurm, pytest.mark.mlflow_server]
