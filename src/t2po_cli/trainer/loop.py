@@ -19,7 +19,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +136,9 @@ def build_session(run_dir: str | Path) -> Session:
     family = get_family(cfg.env.name)
     warm = ensure_warmstart(cfg, progress=_warm_progress())
     _seed_everything(cfg.trainer.seed)
-    policy = load_policy(cfg.model, checkpoint=warm, with_reference=cfg.trainer.kl_coef > 0)
+    # PPO needs a critic: the value head is implied by algo=ppo (a derived local value, not a config edit).
+    model_cfg = replace(cfg.model, value_head=cfg.model.value_head or cfg.algo.name == "ppo")
+    policy = load_policy(model_cfg, checkpoint=warm, with_reference=cfg.trainer.kl_coef > 0)
     engine = _make_engine(cfg, policy)
     think_ids = _think_ids(cfg, policy)
     train_hooks = build_hooks(cfg, think_ids, "train", cfg.trainer.max_response_tokens)
