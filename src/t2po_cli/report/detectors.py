@@ -208,28 +208,31 @@ def _level_detector(
     return Detection(name, int(steps[i]), COLLAPSE, f"{what} ({vals[i]:.3g})")
 
 
-def detect_entropy_collapse(steps: np.ndarray, values: np.ndarray, th: Thresholds) -> Detection | None:
-    """Entropy stays below ``entropy_collapse_frac`` × its baseline (the policy became deterministic)."""
+def _relative_level(
+    steps: np.ndarray, values: np.ndarray, th: Thresholds, factor: float, *, above: bool, name: str, what: str
+) -> Detection | None:
+    """The series stays beyond ``factor`` × its baseline (above or below it) for ``persist`` points."""
     s, v = _finite(steps, values)
     if v.size < th.min_points:
         return None
     base = _baseline(v, th)
     if base <= 0:
         return None
-    limit = th.entropy_collapse_frac * base
-    return _level_detector(s, v < limit, v, th, "entropy_collapse", f"entropy below {limit:.3g}")
+    limit = factor * base
+    mask = v > limit if above else v < limit
+    return _level_detector(s, mask, v, th, name, f"{what} {'above' if above else 'below'} {limit:.3g}")
+
+
+def detect_entropy_collapse(steps: np.ndarray, values: np.ndarray, th: Thresholds) -> Detection | None:
+    """Entropy stays below ``entropy_collapse_frac`` × its baseline (the policy became deterministic)."""
+    return _relative_level(steps, values, th, th.entropy_collapse_frac, above=False, name="entropy_collapse",
+                           what="entropy")
 
 
 def detect_entropy_explosion(steps: np.ndarray, values: np.ndarray, th: Thresholds) -> Detection | None:
     """Entropy stays above ``entropy_explode_factor`` × its baseline (the policy degenerated to noise)."""
-    s, v = _finite(steps, values)
-    if v.size < th.min_points:
-        return None
-    base = _baseline(v, th)
-    if base <= 0:
-        return None
-    limit = th.entropy_explode_factor * base
-    return _level_detector(s, v > limit, v, th, "entropy_explosion", f"entropy above {limit:.3g}")
+    return _relative_level(steps, values, th, th.entropy_explode_factor, above=True, name="entropy_explosion",
+                           what="entropy")
 
 
 def detect_grad_spikes(steps: np.ndarray, values: np.ndarray, th: Thresholds) -> Detection | None:
@@ -270,26 +273,14 @@ def detect_kl_blowup(
 
 def detect_length_collapse(steps: np.ndarray, values: np.ndarray, th: Thresholds) -> Detection | None:
     """Mean response length stays below ``length_collapse_frac`` × its baseline."""
-    s, v = _finite(steps, values)
-    if v.size < th.min_points:
-        return None
-    base = _baseline(v, th)
-    if base <= 0:
-        return None
-    limit = th.length_collapse_frac * base
-    return _level_detector(s, v < limit, v, th, "length_collapse", f"response length below {limit:.3g}")
+    return _relative_level(steps, values, th, th.length_collapse_frac, above=False, name="length_collapse",
+                           what="response length")
 
 
 def detect_length_explosion(steps: np.ndarray, values: np.ndarray, th: Thresholds) -> Detection | None:
     """Mean response length stays above ``length_explode_factor`` × its baseline."""
-    s, v = _finite(steps, values)
-    if v.size < th.min_points:
-        return None
-    base = _baseline(v, th)
-    if base <= 0:
-        return None
-    limit = th.length_explode_factor * base
-    return _level_detector(s, v > limit, v, th, "length_explosion", f"response length above {limit:.3g}")
+    return _relative_level(steps, values, th, th.length_explode_factor, above=True, name="length_explosion",
+                           what="response length")
 
 
 def detect_zero_variance(steps: np.ndarray, values: np.ndarray, th: Thresholds) -> Detection | None:
