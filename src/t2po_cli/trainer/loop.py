@@ -168,16 +168,12 @@ def _think_ids(cfg: RunConfig, policy: Any) -> tuple[int, int] | None:
 
 
 def _make_engine(cfg: RunConfig, policy: Any) -> Any:
-    released = cfg.t2po.compat == "released"
     if cfg.trainer.engine == "vllm":
-        from t2po_cli.rollout.vllm_engine import VLLMEngine
-
-        return VLLMEngine(policy, max_prompt_tokens=cfg.trainer.max_prompt_tokens, signal_alpha=cfg.t2po.alpha,
-                          released_signal=released)
-    from t2po_cli.rollout.engine import HFEngine
-
-    return HFEngine(policy, max_prompt_tokens=cfg.trainer.max_prompt_tokens, signal_alpha=cfg.t2po.alpha,
-                    released_signal=released)
+        from t2po_cli.rollout.vllm_engine import VLLMEngine as Engine
+    else:
+        from t2po_cli.rollout.engine import HFEngine as Engine
+    return Engine(policy, max_prompt_tokens=cfg.trainer.max_prompt_tokens, signal_alpha=cfg.t2po.alpha,
+                  released_signal=cfg.t2po.compat == "released")
 
 
 def _warm_progress():
@@ -198,7 +194,8 @@ def _resume(s: Session) -> int:
     """Restore the newest checkpoint; returns the step to continue after (0 = fresh start)."""
     found = ckpt.list_checkpoints(s.folder.checkpoints)
     if not found:
-        s.writer.truncate_after(-1) if s.writer.path.exists() else None
+        # A run killed before its first checkpoint restarts from scratch: drop any rows it had logged.
+        s.writer.truncate_after(-1)
         return 0
     modules = {"policy": s.policy.model}
     if s.policy.value_head is not None:
