@@ -11,7 +11,7 @@ from t2po_cli.errors import UserError
 
 DEFAULT_MAX_TURNS = {"webshop": 15, "alfworld": 50, "searchqa": 4}
 """envs.md §1 turn limits."""
-POLICIES = ("human", "expert", "random")
+POLICIES = ("human", "expert", "demo", "random")
 
 envs_app = typer.Typer(
     help="Inspect and play the environments (webshop, alfworld, searchqa).\n\nExample: t2po envs list",
@@ -102,7 +102,8 @@ def run_episodes(env: str, policy: str, episodes: int, seed: int, backend: str, 
     turns_cap = max_turns or DEFAULT_MAX_TURNS[env]
     cfg = EnvConfig(name=env, backend=backend, url=url, max_turns=turns_cap)
     tasks = fam.sample_tasks(split, list(range(episodes)), seed, 1)
-    act = None if policy == "human" else (fam.expert_policy if policy == "expert" else fam.random_policy)(seed)
+    makers = {"expert": fam.expert_policy, "demo": fam.demonstrator, "random": fam.random_policy}
+    act = None if policy == "human" else makers[policy](seed)
     wins = turns = invalid = 0
     reward_sum = 0.0
     played = 0
@@ -166,7 +167,9 @@ class _progress:
 @envs_app.command("play")
 def play_cmd(
     env: str = typer.Option(..., "--env", help="webshop, alfworld or searchqa."),
-    policy: str = typer.Option("expert", "--policy", help="human (you type actions), expert or random."),
+    policy: str = typer.Option(
+        "expert", "--policy", help="human (you type actions), expert, demo (the warm-start demonstrator) or random."
+    ),
     episodes: int = typer.Option(20, "--episodes", min=1, help="Episodes (tasks) to play."),
     seed: int = typer.Option(0, "--seed", help="Task and policy seed."),
     backend: str = typer.Option("embedded", "--backend", help="embedded (in-process) or real (HTTP/real engine)."),

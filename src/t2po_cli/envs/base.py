@@ -125,6 +125,9 @@ class EnvFamily:
         has_gold_answers: tasks carry gold answers (needed by A2TGPO).
         template_version: hash/version string of the prompt templates, recorded in every run.
         forced_answer_prompt: A2TGPO probe text that forces an answer (Search-QA only), else None.
+        demo_policy: ``(seed) -> Policy`` whose transcripts form the warm-start corpus; it must act only on
+            what the prompt shows. None means the expert already does (ALFWorld, Search-QA); WebShop's
+            expert reads the hidden target ASIN, so its demonstrator is a separate, fair policy.
     """
 
     name: str
@@ -138,3 +141,8 @@ class EnvFamily:
     has_gold_answers: bool
     template_version: str
     forced_answer_prompt: str | None = None
+    demo_policy: Callable[[int], Policy] | None = None
+
+    def demonstrator(self, seed: int) -> Policy:
+        """The warm-start demonstrator: ``demo_policy`` when set, else the expert."""
+        return (self.demo_policy or self.expert_policy)(seed)

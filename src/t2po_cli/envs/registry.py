@@ -31,16 +31,18 @@ def get_family(name: str) -> EnvFamily:
 
 
 def expert_dialogues(name: str, episodes: int, seed: int, *, history_length: int, max_turns: int,
-                     split: str = "train") -> Iterator[list[tuple[str, str]]]:
-    """Expert episodes as lists of (user prompt, assistant response) pairs: the warm-start corpus.
+                     split: str = "train", demonstrator: bool = False) -> Iterator[list[tuple[str, str]]]:
+    """Scripted episodes as lists of (user prompt, assistant response) pairs.
 
-    Deterministic given (name, episodes, seed). Runs the embedded backend in-process.
+    With ``demonstrator`` the family's warm-start demonstrator acts (the warm-start corpus: it uses only
+    what the prompt shows); otherwise the expert (the tokenizer corpus). Deterministic given (name,
+    episodes, seed). Runs the embedded backend in-process.
     """
     from t2po_cli.config.schema import EnvConfig
 
     fam = get_family(name)
     tasks = fam.sample_tasks(split, list(range(episodes)), seed, 1)
-    policy = fam.expert_policy(seed)
+    policy = fam.demonstrator(seed) if demonstrator else fam.expert_policy(seed)
     for task in tasks:
         env = fam.make_env(EnvConfig(name=name, backend="embedded"))
         obs, info = env.reset(task)

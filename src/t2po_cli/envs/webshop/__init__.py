@@ -13,7 +13,7 @@ from typing import Any
 from t2po_cli.envs.base import EnvFamily, Projection, Task, TextEnv
 from t2po_cli.envs.projection import project_think_action
 from t2po_cli.envs.webshop.catalog import CATALOG_SEED, TEST_GOALS, build_catalog, catalog_size
-from t2po_cli.envs.webshop.policies import expert_policy, random_policy
+from t2po_cli.envs.webshop.policies import demo_policy, expert_policy, random_policy
 from t2po_cli.envs.webshop.prompt import TEMPLATE_VERSION, build_prompt
 from t2po_cli.errors import UserError
 
@@ -72,4 +72,5 @@ FAMILY = EnvFamily(
     stop_strings=("</action>",),
     has_gold_answers=False,
     template_version=TEMPLATE_VERSION,
+    demo_policy=demo_policy,
 )

@@ -70,6 +70,45 @@ def expert_policy(seed: int) -> Policy:
     return act
 
 
+_ASIN = re.compile(r"^b0[a-z0-9]{8}$")
+
+
+def demo_action(task: Task, obs: str, info: dict[str, Any]) -> tuple[str, str]:
+    """(thought, action) from what the page and the instruction show, never from the hidden target.
+
+    Search with the instruction's product words, open the first result, select the instruction's options
+    that the item offers, buy. The hidden target ASIN is not used, so a model can learn every step from its
+    prompt; it wins whenever the first result satisfies the goal (0.34 of the first 64 val goals).
+    """
+    goal = _goal(task)
+    page = info.get("page", "search")
+    clickables = info.get("available_actions", {}).get("clickables", [])
+    if page == "search":
+        return "I should search for the product described in the instruction.", \
+            f"search[{' '.join([*goal['attributes'], goal['query']])}]"
+    if page == "results":
+        items = [c for c in clickables if _ASIN.match(c)]
+        if items:
+            return "The first result looks closest to what I need.", f"click[{items[0]}]"
+        return "Nothing useful here; search again.", "click[back to search]"
+    if page == "item":
+        selected = info.get("selected_options", {})
+        for name, value in goal["goal_options"].items():
+            if value in clickables and selected.get(name) != value:
+                return f"I need {name} {value}.", f"click[{value}]"
+        return "The options I need are selected; buy it.", "click[buy now]"
+    return "Go back to the item page.", "click[< prev]"
+
+
+def demo_policy(seed: int) -> Policy:
+    """The observable-information demonstrator used for the warm-start corpus (deterministic)."""
+
+    def act(task: Task, obs: str, info: dict[str, Any], turn: int) -> str:
+        return _respond(*demo_action(task, obs, info))
+
+    return act
+
+
 def random_policy(seed: int) -> Policy:
     """Uniform over the admissible actions; a search uses 2-4 random words of the instruction."""
     rng = random.Random(seed)
