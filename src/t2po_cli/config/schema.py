@@ -92,6 +92,10 @@ class WarmstartConfig:
     """Sequences per optimiser step."""
     full_finetune: bool = True
     """Fine-tune every weight (true) or only LoRA adapters (false)."""
+    truncated_think_rate: float = 0.0
+    """Fraction of demonstrations whose thought is cut after a random number of tokens and closed with
+    ``</think>``, as the thinking intervention does. A model imitating only whole thoughts has never seen a
+    forced close and answers it with garbage; 0 imitates the demonstrator exactly."""
     checkpoint: str | None = None
     """Start from this warm-start checkpoint folder instead of the cached or freshly built one."""
 

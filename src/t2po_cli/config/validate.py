@@ -104,6 +104,7 @@ def validate_config(cfg: s.RunConfig) -> None:
     _validate_a2tgpo(cfg.a2tgpo, active=cfg.algo.name == "a2tgpo")
 
     t = cfg.trainer
+    _range(t.warmstart.truncated_think_rate, 0.0, 1.0, "trainer.warmstart.truncated_think_rate")
     for key, val in (
         ("trainer.steps", t.steps),
         ("trainer.tasks_per_step", t.tasks_per_step),

@@ -42,6 +42,8 @@ def warmstart_key(cfg: RunConfig) -> str:
         "model": model,
         "env": cfg.env.name,
         "template": fam.template_version,
+        # Families with a separate demonstrator (WebShop) get a new key; the others keep their cached builds.
+        **({"demonstrator": "demo"} if fam.demo_policy is not None else {}),
         "history_length": cfg.env.history_length,
         "max_turns": cfg.env.max_turns,
         "max_prompt_tokens": cfg.trainer.max_prompt_tokens,
@@ -57,15 +59,43 @@ def warmstart_dir(cfg: RunConfig) -> Path:
     return cache_root() / "warmstart" / warmstart_key(cfg)
 
 
+def truncate_thought(ids: list[int], open_id: int, close_id: int, rng: random.Random) -> list[int]:
+    """Cut the thought of one response after a uniform 1..n-1 of its n thought tokens and close it there,
+    as a forced ``</think>`` would: ``<think> a b c </think> act`` → e.g. ``<think> a </think> act``.
+
+    Args:
+        ids: response token ids.
+        open_id: ``<think>`` id; close_id: ``</think>`` id.
+        rng: source of the cut point.
+
+    Returns:
+        The shortened ids, or ``ids`` unchanged when there is no thought with at least two tokens.
+    """
+    if open_id not in ids or close_id not in ids:
+        return ids
+    start, end = ids.index(open_id) + 1, ids.index(close_id)
+    if end - start < 2:
+        return ids
+    keep = rng.randint(1, end - start - 1)
+    return ids[: start + keep] + ids[end:]
+
+
 def sft_examples(cfg: RunConfig, encode_prompt: Callable[[str], list[int]], tokenizer, eos_id: int
                  ) -> list[tuple[list[int], torch.Tensor]]:
-    """(prompt ids, response ids + EOS) pairs from the expert's episodes on the train split."""
+    """(prompt ids, response ids + EOS) pairs from the demonstrator's episodes on the train split; a
+    ``truncated_think_rate`` fraction of them with a cut-and-closed thought (``truncate_thought``)."""
     ws = cfg.trainer.warmstart
+    rng = random.Random(WARMSTART_SEED)
+    think = (tokenizer.convert_tokens_to_ids("<think>"), tokenizer.convert_tokens_to_ids("</think>"))
     examples: list[tuple[list[int], torch.Tensor]] = []
     for turns in expert_dialogues(cfg.env.name, ws.episodes, WARMSTART_SEED,
-                                  history_length=cfg.env.history_length, max_turns=cfg.env.max_turns):
+                                  history_length=cfg.env.history_length, max_turns=cfg.env.max_turns,
+                                  demonstrator=True):
         for prompt, response in turns:
-            ids = tokenizer(response, add_special_tokens=False)["input_ids"][: cfg.trainer.max_response_tokens - 1]
+            ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+            if ws.truncated_think_rate > 0 and rng.random() < ws.truncated_think_rate:
+                ids = truncate_thought(ids, *think, rng)
+            ids = ids[: cfg.trainer.max_response_tokens - 1]
             examples.append((encode_prompt(prompt), torch.tensor([*ids, eos_id], dtype=torch.long)))
     return examples
 
