@@ -80,6 +80,22 @@ def test_t2po_off_is_bit_identical_to_inert_hooks(e2e_root: Path) -> None:
     assert all(m["t2po/tds/resample_rate"] == 0.0 for m in inert_metrics if "t2po/tds/resample_rate" in m)
 
 
+def test_t2po_on_alfworld_intervenes_and_resamples(e2e_root: Path) -> None:
+    """`t2po train --env alfworld --t2po on` logs non-zero TTI and TDS metrics through the whole train path.
+
+    The CI warm start (20 SFT steps) leaves M_t moving by more than the CPU recipe's ε = 1e-2 per token, so
+    the stagnation tolerance is widened here; the default recipe's numbers are measured in issue #5's note.
+    """
+    from t2po_cli.tracking import keys as K
+
+    run = make_run(e2e_root, ["env=alfworld", "t2po=on", "trainer.steps=1", "trainer.val_every=0",
+                              "env.max_turns=6", "t2po.tti.epsilon=0.1"])
+    loop.train_run(run.path)
+    m = stable_rows(run)[0][2]
+    assert m[K.TTI_INTERVENTIONS_PER_TURN] > 0, {k: v for k, v in m.items() if k.startswith("t2po")}
+    assert m[K.TDS_RESAMPLE_RATE] > 0, m
+
+
 @pytest.mark.parametrize("env", ["webshop", "alfworld", "searchqa"])
 @pytest.mark.parametrize("algo", ["grpo", "gigpo", "ppo"])
 def test_every_algorithm_runs_on_every_env(e2e_root: Path, env: str, algo: str) -> None:

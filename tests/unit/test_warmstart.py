@@ -63,7 +63,8 @@ def test_sft_examples_truncate_the_requested_fraction(tokenizer):
         return tokenizer(msg, add_special_tokens=False)["input_ids"][-64:]
 
     eos = tokenizer.eos_token_id
-    whole = sft_examples(_cfg("trainer.max_response_tokens=400"), encode, tokenizer, eos)
+    whole = sft_examples(_cfg("trainer.max_response_tokens=400", "trainer.warmstart.truncated_think_rate=0"),
+                         encode, tokenizer, eos)
     cut = sft_examples(_cfg("trainer.max_response_tokens=400", "trainer.warmstart.truncated_think_rate=1.0"),
                        encode, tokenizer, eos)
     assert len(whole) == len(cut) > 0
