@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,15 @@ def t2po_popen(args: list[str], *, cwd: Path, env: dict[str, str] | None = None,
     out = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
     return subprocess.Popen([sys.executable, "-m", "t2po_cli", *args], cwd=cwd, env=full_env, stdout=out,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def health_ok(port: int) -> bool:
+    """True when ``http://127.0.0.1:PORT/health`` answers 200."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 def kill_tree(proc: subprocess.Popen[Any], sig: int = signal.SIGKILL) -> None:

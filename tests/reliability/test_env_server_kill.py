@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from reliability.helpers import (
     CI_OVERRIDES,
     free_port,
+    health_ok,
     kill_tree,
     t2po,
     t2po_popen,
@@ -24,14 +24,7 @@ pytestmark = pytest.mark.slow
 def _serve(port: int, cwd: Path) -> subprocess.Popen[str]:
     proc = t2po_popen(["serve", "webshop", "--port", str(port)], cwd=cwd, log=cwd / f"serve-{port}.log")
 
-    def up() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    assert wait_for(up, timeout=60, proc=proc), (cwd / f"serve-{port}.log").read_text()
+    assert wait_for(lambda: health_ok(port), timeout=60, proc=proc), (cwd / f"serve-{port}.log").read_text()
     return proc
 
 

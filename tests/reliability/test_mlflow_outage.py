@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from reliability.helpers import free_port, kill_tree, metric_rows, t2po, t2po_popen, wait_for
+from reliability.helpers import free_port, health_ok, kill_tree, metric_rows, t2po, t2po_popen, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -24,14 +23,7 @@ def _start_mlflow(store: Path, port: int, log: Path) -> subprocess.Popen[str]:
         stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
 
-    def up() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    if not wait_for(up, timeout=120, interval=0.5, proc=proc):
+    if not wait_for(lambda: health_ok(port), timeout=120, interval=0.5, proc=proc):
         kill_tree(proc)
         pytest.fail(f"mlflow server did not start: {log.read_text()[-2000:]}")
     return proc
