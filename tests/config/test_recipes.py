@@ -38,6 +38,13 @@ def test_default_is_webshop_gigpo_t2po_on() -> None:
     assert cfg.experiment_name == "webshop"
 
 
+def test_admissible_action_decoding_is_a_cpu_recipe_choice() -> None:
+    # The tiny model cannot copy listed ids, so the CPU recipes constrain actions; real models do not.
+    assert compose_config([]).config.trainer.constrained_actions
+    assert compose_config(["trainer=ci"]).config.trainer.constrained_actions
+    assert not compose_config(["trainer=gpu", "model=qwen2.5-1.5b"]).config.trainer.constrained_actions
+
+
 def test_env_defaults_win_over_algo_group() -> None:
     # envs.md §1 / t2po.md §7: WebShop mean_norm, ALFWorld mean_std_norm, Search similarity at 0.9.
     assert compose_config(["env=webshop"]).config.algo.norm == "mean_norm"
@@ -72,6 +79,8 @@ def test_experiment_recipe_selects_groups() -> None:
         (["trainer.train_sampling.top_p=0"], "out of range"),
         (["launcher.name=slurm"], "needs a profile"),
         (["steps"], "KEY=VALUE"),
+        (["model=smollm2-135m", "trainer.engine=vllm", "trainer.constrained_actions=true"],
+         "constrained_actions=true is only implemented for trainer.engine=hf"),
     ],
 )
 def test_bad_config_is_one_clear_line(overrides: list[str], fragment: str) -> None:

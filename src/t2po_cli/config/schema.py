@@ -126,6 +126,10 @@ class TrainerConfig:
     """Rollout engine: ``hf`` (built-in KV-cached sampler) or ``vllm`` (GPU fast path, optional extra)."""
     max_response_tokens: int = 64
     """Tokens generated per turn."""
+    constrained_actions: bool = False
+    """Keep the text inside ``<action>…</action>`` on the env's admissible actions (``rollout.constraint``):
+    the policy still chooses, only the spelling is guaranteed. On in the CPU recipes (the tiny model cannot
+    copy a product id); off for real models, as in the papers. Envs without a list are unaffected."""
     max_prompt_tokens: int = 1024
     """Prompt tokens per turn; longer prompts are left-truncated."""
     train_sampling: SamplingConfig = field(default_factory=SamplingConfig)

@@ -182,6 +182,9 @@ def validate_config(cfg: s.RunConfig) -> None:
     if tp.tti.max_think_tokens is not None:
         _positive(tp.tti.max_think_tokens, "t2po.tti.max_think_tokens")
     _positive(tp.tds.eta, "t2po.tds.eta")
+    if cfg.trainer.engine == "vllm" and cfg.trainer.constrained_actions:
+        raise ConfigError("trainer.constrained_actions=true is only implemented for trainer.engine=hf; "
+                          "set trainer.constrained_actions=false or trainer.engine=hf")
     if cfg.trainer.engine == "vllm" and cfg.model.kind == "tiny":
         raise ConfigError("trainer.engine=vllm needs a real checkpoint; use model=smollm2-135m or a GPU model recipe")
     if cfg.launcher.name == "slurm" and not cfg.launcher.profile:

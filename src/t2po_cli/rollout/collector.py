@@ -91,7 +91,8 @@ class Rollout:
     env_seconds: float
 
 
-GenerateFn = Callable[[list[list[int]], SamplingParams, Any], Generation]
+GenerateFn = Callable[[list[list[int]], SamplingParams, Any, Any], Generation]
+"""``(prompt_ids, params, token_hook_factory, admissible_or_None) → Generation``."""
 
 
 def collect(
@@ -107,6 +108,7 @@ def collect(
     history_length: int,
     token_hook_factory: Any = None,
     turn_hook: Any = None,
+    constrained_actions: bool = False,
 ) -> Rollout:
     """Run ``len(tasks) × group_size`` episodes in lockstep and return the training rows.
 
@@ -122,6 +124,8 @@ def collect(
         history_length: history entries in the prompt.
         token_hook_factory: T2PO token hook factory or None (baseline).
         turn_hook: T2PO turn hook (TDS) or None (baseline; always None in validation).
+        constrained_actions: pass each env's admissible list to ``generate`` so the engine keeps the action
+            on it (``rollout.constraint``); without it ``generate`` gets None.
     """
     n = len(tasks) * group_size
     envs = [make_env() for _ in range(n)]
@@ -155,13 +159,15 @@ def collect(
             )
             for i in active
         ]
+        admissible = [infos[i].get("admissible") for i in active] if constrained_actions else None
         t0 = time.perf_counter()
-        gen = generate(prompts, params, token_hook_factory)
+        gen = generate(prompts, params, token_hook_factory, admissible)
         gen_s += time.perf_counter() - t0
         generated += gen.num_tokens()
         if turn_hook is not None:
             t1 = time.perf_counter()
-            extra += _run_turn_hook(turn_hook, turn, active, prompts, gen, generate, params, token_hook_factory)
+            extra += _run_turn_hook(turn_hook, turn, active, prompts, gen, generate, params, token_hook_factory,
+                                    admissible)
             tds_s += time.perf_counter() - t1
         t2 = time.perf_counter()
         for j, i in enumerate(active):
@@ -198,12 +204,14 @@ def _run_turn_hook(
     generate: GenerateFn,
     params: SamplingParams,
     token_hook_factory: Any,
+    admissible: list[list[str] | None] | None = None,
 ) -> int:
     """Let TDS resample rows of this turn in place (t2po.md §5.1). Returns the tokens of discarded samples."""
     discarded = 0
 
     def regenerate(positions: list[int]) -> list[float | None]:
-        sub = generate([prompts[p] for p in positions], params, token_hook_factory)
+        sub = generate([prompts[p] for p in positions], params, token_hook_factory,
+                       None if admissible is None else [admissible[p] for p in positions])
         gen.replace_rows(positions, sub)
         return [_score(sub, j) for j in range(len(positions))]
 

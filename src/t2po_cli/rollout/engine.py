@@ -28,6 +28,7 @@ import torch
 
 from t2po_cli.hooks.base import TokenHook
 from t2po_cli.hooks.signal import token_signal
+from t2po_cli.rollout.constraint import ActionConstraint
 from t2po_cli.rollout.types import Generation, SamplingParams
 
 HookFactory = Callable[[], TokenHook]
@@ -128,6 +129,7 @@ class HFEngine:
         self._eos = torch.tensor(policy.eos_ids, dtype=torch.long, device=policy.device)
         self._strip_ids = {*policy.eos_ids, policy.pad_id}
         self._stop_tables: dict[tuple[str, ...], torch.Tensor] = {}
+        self._action_constraint: ActionConstraint | None = None
         ids = self.tokenizer.encode("<|im_start|>", add_special_tokens=False)
         self._turn_start_id = ids[0] if len(ids) == 1 else None
 
@@ -147,10 +149,7 @@ class HFEngine:
         ``<think>`` (t2po.md §3.2, "our rule"). Checked on text, so multi-token tags work too."""
         flags = []
         for row in prompt_ids:
-            start = 0
-            if self._turn_start_id is not None and self._turn_start_id in row:
-                start = len(row) - 1 - row[::-1].index(self._turn_start_id)
-            text = self.tokenizer.decode(row[start:], skip_special_tokens=False)
+            text = self._generation_prefix(row)
             flags.append(text.rfind("<think>") > text.rfind("</think>"))
         return torch.tensor(flags, dtype=torch.bool)
 
@@ -175,6 +174,7 @@ class HFEngine:
         *,
         hook_factory: HookFactory | None = None,
         generator: torch.Generator,
+        admissible: Sequence[Sequence[str] | None] | None = None,
     ) -> Generation:
         """Generate one response per prompt.
 
@@ -183,6 +183,8 @@ class HFEngine:
             params: decoding settings; ``logps`` are always under the raw distribution regardless.
             hook_factory: creates the call's token hook (T2PO TTI); None = no hook.
             generator: seeded generator for sampling (on the policy's device).
+            admissible: per row, the env's admissible actions to keep ``<action>…</action>`` on (see
+                ``rollout.constraint``), or None (per row or for all) to leave the action unconstrained.
 
         Returns:
             ``Generation`` with per-row ids, raw log-probs, entropies, M_t, forced masks, texts and
@@ -193,12 +195,13 @@ class HFEngine:
         hook = hook_factory() if hook_factory is not None else None
         if hook is not None:
             hook.begin(batch, self.in_think_at_start(prompt_ids).to(self.policy.device))
+        constraint = self._constraint(prompt_ids, admissible)
         model = self.policy.model
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
-                steps, lengths, reasons = self._decode(prompt_ids, params, hook, generator)
+                steps, lengths, reasons = self._decode(prompt_ids, params, hook, generator, constraint)
         finally:
             model.train(was_training)
         reports = hook.end() if hook is not None else []
@@ -210,7 +213,27 @@ class HFEngine:
                                 past_key_values=cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1]
 
-    def _decode(self, prompt_ids, params: SamplingParams, hook: TokenHook | None, generator: torch.Generator):
+    def _generation_prefix(self, row: Sequence[int]) -> str:
+        """Text of a prompt after its last ``<|im_start|>`` (the assistant's generation prefix)."""
+        start = 0
+        if self._turn_start_id is not None and self._turn_start_id in row:
+            start = len(row) - 1 - list(row)[::-1].index(self._turn_start_id)
+        return self.tokenizer.decode(list(row[start:]), skip_special_tokens=False)
+
+    def _constraint(self, prompt_ids, admissible) -> ActionConstraint | None:
+        """The call's admissible-action constraint, or None when no row has a list."""
+        if admissible is None or all(a is None for a in admissible):
+            return None
+        width = self.policy.model.get_output_embeddings().weight.shape[0]
+        if self._action_constraint is None or self._action_constraint.width != width:
+            self._action_constraint = ActionConstraint(self.tokenizer, width)
+        c = self._action_constraint
+        c.begin(list(admissible), [self._generation_prefix(r) if a is not None else ""
+                                   for r, a in zip(prompt_ids, admissible, strict=True)])
+        return c
+
+    def _decode(self, prompt_ids, params: SamplingParams, hook: TokenHook | None, generator: torch.Generator,
+                constraint: ActionConstraint | None = None):
         """The decode loop; returns per-step ``[B]`` records, lengths ``[B]`` and finish codes ``[B]``."""
         from transformers import DynamicCache
 
@@ -234,7 +257,9 @@ class HFEngine:
                                   released=self.released_signal)
             active = ~done
             force = hook.step(signal.m, active) if hook is not None else None
-            chosen = sample_tokens(logits, params, generator)  # every row draws: RNG use is hook-independent
+            allowed = constraint.mask(active) if constraint is not None else None
+            sample_from = logits if allowed is None else logits.masked_fill(~allowed.to(dev), float("-inf"))
+            chosen = sample_tokens(sample_from, params, generator)  # every row draws: RNG use is hook-independent
             forced = no_force
             if force is not None:
                 forced = (force >= 0) & active
@@ -243,6 +268,8 @@ class HFEngine:
             logp = logits.gather(-1, chosen[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
             if hook is not None:
                 hook.observe(chosen, active)
+            if constraint is not None:
+                constraint.observe(chosen.tolist())
             for key, value in zip(steps, (chosen, logp, signal.entropy, signal.m, forced), strict=True):
                 steps[key].append(value)
             ended = active & torch.isin(chosen, self._eos)

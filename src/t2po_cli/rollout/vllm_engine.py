@@ -220,9 +220,17 @@ class VLLMEngine:
         *,
         hook_factory: HookFactory | None = None,
         generator: torch.Generator,
+        admissible: Sequence[Sequence[str] | None] | None = None,
     ) -> Generation:
-        """Same contract as ``HFEngine.generate``; see the module docstring for the differences in numerics."""
+        """Same contract as ``HFEngine.generate``; see the module docstring for the differences in numerics.
+
+        Admissible-action decoding (``trainer.constrained_actions``) is built-in-engine only for now; config
+        validation rejects it with ``engine=vllm``, and a direct call with a list raises ``ValueError``.
+        """
         import vllm
+
+        if admissible is not None and any(a is not None for a in admissible):
+            raise ValueError("admissible-action decoding is not implemented for engine=vllm; use engine=hf")
 
         prompt_ids = self._prompts.encode_prompts(prompts)
         batch = len(prompt_ids)

@@ -104,14 +104,14 @@ def run_rollout(s: Session, phase: str, step: int, tasks: list[Task], group_size
     def encode(msg: str) -> list[int]:
         return build_chat_prompt(s.policy.tokenizer, msg)[-max_prompt:]
 
-    def generate(prompts: list[list[int]], params: SamplingParams, hook_factory: Any):
-        return s.engine.generate(prompts, params, hook_factory=hook_factory, generator=gen)
+    def generate(prompts: list[list[int]], params: SamplingParams, hook_factory: Any, admissible: Any = None):
+        return s.engine.generate(prompts, params, hook_factory=hook_factory, generator=gen, admissible=admissible)
 
     return collect(
         family=s.family, make_env=lambda: s.family.make_env(cfg.env), tasks=tasks, group_size=group_size,
         encode_prompt=encode, generate=generate, params=_sampling(cfg, s.family, phase),
         max_turns=cfg.env.max_turns, history_length=cfg.env.history_length,
-        token_hook_factory=token_hooks, turn_hook=turn_hook,
+        token_hook_factory=token_hooks, turn_hook=turn_hook, constrained_actions=cfg.trainer.constrained_actions,
     )
 
 
