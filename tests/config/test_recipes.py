@@ -79,6 +79,8 @@ def test_experiment_recipe_selects_groups() -> None:
         (["trainer.train_sampling.top_p=0"], "out of range"),
         (["launcher.name=slurm"], "needs a profile"),
         (["steps"], "KEY=VALUE"),
+        (["trainer.constrained_actions=false", "trainer.constrained_queries=true"],
+         "constrained_queries=true needs trainer.constrained_actions=true"),
         (["model=smollm2-135m", "trainer.engine=vllm", "trainer.constrained_actions=true"],
          "constrained_actions=true is only implemented for trainer.engine=hf"),
     ],

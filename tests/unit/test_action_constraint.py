@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from t2po_cli.config.schema import LoraConfig, ModelConfig
-from t2po_cli.rollout.constraint import allowed_continuations
+from t2po_cli.rollout.constraint import ActionSpace, allowed_continuations, instruction_words
 from t2po_cli.rollout.engine import HFEngine, build_chat_prompt
 from t2po_cli.rollout.types import SamplingParams
 from t2po_cli.trainer.models import Policy, load_policy
@@ -40,6 +40,18 @@ def test_placeholder_is_free_text_then_close():
     assert allowed_continuations("search[red shoes", acts) is None  # free text: nothing masked
     assert allowed_continuations("search[red shoes]", acts) == ["</action>"]
     assert allowed_continuations("sea", acts) == ["rch["]
+
+
+def test_placeholder_restricted_to_instruction_words():
+    acts = ["search[<your query>]", "click[buy now]"]
+    words = instruction_words("Find me low carb and non-gmo green tea, with size: pack of 6.")
+    assert words == ["find", "me", "low", "carb", "and", "non-gmo", "green", "tea", "with", "size", "pack",
+                     "of", "6"]
+    got = allowed_continuations("search[gr", acts, words=["green", "tea"])
+    assert got == ["een]</action>", "een green", "een tea"]
+    assert allowed_continuations("search[", acts, words=["tea"]) == ["tea]</action>", "tea tea"]
+    assert allowed_continuations("search[tea]", acts, words=["tea"]) == ["</action>"]
+    assert allowed_continuations("search[coffee", acts, words=["tea"]) is None  # strayed: unconstrained
 
 
 def test_strayed_prefix_is_unconstrained():
@@ -92,6 +104,18 @@ def test_constrained_rows_always_spell_an_admissible_action(policy):
     flat = _generate(policy, [ACTIONS] * 12, temperature=5.0)  # a flatter policy: the choice stays the policy's
     assert all(_spelled_admissibly(t) for t in flat.texts), flat.texts
     assert len({t.split("</action>")[0] for t in flat.texts}) >= 2
+
+
+def test_constrained_search_uses_only_the_given_words(policy):
+    space = ActionSpace(("search[<your query>]",), query_words=("green", "tea", "pack"))
+    gen = _generate(policy, [space] * 8, n=8, temperature=3.0)
+    allowed = {"green", "tea", "pack"}
+    for text in gen.texts:
+        assert text.startswith("search["), text
+        closed = "]</action>" in text
+        *whole, last = text[len("search["): text.index("]</action>") if closed else None].split(" ")
+        assert set(whole) <= allowed, text
+        assert last in allowed if closed else any(w.startswith(last) for w in allowed), text  # cut by length
 
 
 def test_constrained_logps_are_the_unmasked_policy_logps(policy):

@@ -182,6 +182,8 @@ def validate_config(cfg: s.RunConfig) -> None:
     if tp.tti.max_think_tokens is not None:
         _positive(tp.tti.max_think_tokens, "t2po.tti.max_think_tokens")
     _positive(tp.tds.eta, "t2po.tds.eta")
+    if cfg.trainer.constrained_queries and not cfg.trainer.constrained_actions:
+        raise ConfigError("trainer.constrained_queries=true needs trainer.constrained_actions=true")
     if cfg.trainer.engine == "vllm" and cfg.trainer.constrained_actions:
         raise ConfigError("trainer.constrained_actions=true is only implemented for trainer.engine=hf; "
                           "set trainer.constrained_actions=false or trainer.engine=hf")

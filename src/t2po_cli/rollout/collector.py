@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from t2po_cli.envs.base import EnvFamily, HistoryEntry, Task, TextEnv
+from t2po_cli.rollout.constraint import ActionSpace, instruction_words
 from t2po_cli.rollout.types import Generation, SamplingParams
 
 
@@ -109,6 +110,7 @@ def collect(
     token_hook_factory: Any = None,
     turn_hook: Any = None,
     constrained_actions: bool = False,
+    constrained_queries: bool = False,
 ) -> Rollout:
     """Run ``len(tasks) × group_size`` episodes in lockstep and return the training rows.
 
@@ -126,6 +128,8 @@ def collect(
         turn_hook: T2PO turn hook (TDS) or None (baseline; always None in validation).
         constrained_actions: pass each env's admissible list to ``generate`` so the engine keeps the action
             on it (``rollout.constraint``); without it ``generate`` gets None.
+        constrained_queries: with ``constrained_actions``, also restrict a placeholder action's free text
+            (WebShop's search) to the words of the task instruction.
     """
     n = len(tasks) * group_size
     envs = [make_env() for _ in range(n)]
@@ -159,7 +163,8 @@ def collect(
             )
             for i in active
         ]
-        admissible = [infos[i].get("admissible") for i in active] if constrained_actions else None
+        admissible = [_action_space(infos[i], env_tasks[i], constrained_queries) for i in active] \
+            if constrained_actions else None
         t0 = time.perf_counter()
         gen = generate(prompts, params, token_hook_factory, admissible)
         gen_s += time.perf_counter() - t0
@@ -195,6 +200,14 @@ def collect(
     return _finish(rows_by_env, env_tasks, group_size, won, task_scores, generated, extra, tds_s, gen_s, env_seconds)
 
 
+def _action_space(info: dict[str, Any], task: Task, with_words: bool) -> ActionSpace | None:
+    """The row's admissible actions for the engine's constraint (None when the env lists none)."""
+    actions = info.get("admissible")
+    if actions is None:
+        return None
+    return ActionSpace(tuple(actions), tuple(instruction_words(task.instruction)) if with_words else None)
+
+
 def _run_turn_hook(
     turn_hook: Any,
     turn: int,
@@ -204,7 +217,7 @@ def _run_turn_hook(
     generate: GenerateFn,
     params: SamplingParams,
     token_hook_factory: Any,
-    admissible: list[list[str] | None] | None = None,
+    admissible: list[ActionSpace | None] | None = None,
 ) -> int:
     """Let TDS resample rows of this turn in place (t2po.md §5.1). Returns the tokens of discarded samples."""
     discarded = 0

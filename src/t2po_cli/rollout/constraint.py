@@ -15,12 +15,16 @@ Log-probs: the engines record every token's log-prob under the *unmasked* raw di
 tokens forced by the thinking intervention, so the update's teacher-forced log-probs match the rollout's.
 
 A placeholder in an admissible string (WebShop's ``search[<your query>]``) stands for free text: between the
-text before it and the text after it nothing is constrained.
+text before it and the text after it nothing is constrained, unless the row also has a word list
+(``trainer.constrained_queries``): then the free text is a space-separated sequence of those words (the
+task instruction's words, the action space the random baseline searches in).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -29,19 +33,57 @@ CLOSE_TAG = "</action>"
 PLACEHOLDER = "<your query>"
 
 
-def allowed_continuations(prefix: str, admissible: Sequence[str], close: str = CLOSE_TAG) -> list[str] | None:
+@dataclass(frozen=True)
+class ActionSpace:
+    """One row's admissible actions and, optionally, the words its placeholder free text may use."""
+
+    actions: tuple[str, ...]
+    query_words: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(cls, value: ActionSpace | Sequence[str]) -> ActionSpace:
+        """Accept a plain list of action strings as an ActionSpace without word restriction."""
+        return value if isinstance(value, ActionSpace) else cls(tuple(value))
+
+
+_WORD = re.compile(r"[a-z0-9][a-z0-9\-.']*[a-z0-9]|[a-z0-9]")
+
+
+def instruction_words(instruction: str) -> list[str]:
+    """The distinct lower-cased words of a task instruction, in order (punctuation dropped)."""
+    return list(dict.fromkeys(_WORD.findall(instruction.lower())))
+
+
+def _word_continuations(body: str, words: Sequence[str], tail: str) -> list[str]:
+    """Remainders of free text ``body`` restricted to ``words``: finish the current word, then a space and
+    another word, or the ``tail`` (the action's closing text)."""
+    partial = body[body.rfind(" ") + 1:]
+    out: list[str] = []
+    for w in words:
+        if w.startswith(partial):
+            rest = w[len(partial):]
+            out.append(rest + tail)
+            out.extend(f"{rest} {w2}" for w2 in words)
+    return out
+
+
+def allowed_continuations(prefix: str, admissible: Sequence[str], close: str = CLOSE_TAG,
+                          words: Sequence[str] | None = None) -> list[str] | None:
     """The strings the text after ``<action>`` may still become, given what was generated so far.
 
     Args:
         prefix: the text generated after the open ``<action>`` tag.
         admissible: the env's admissible action strings for this state.
         close: the closing tag that must follow the action.
+        words: if given, the free text of a placeholder action is restricted to these words.
 
     Returns:
-        The remainders ``r`` such that ``prefix + r`` is a complete admissible action followed by ``close``;
-        a token may be sampled when its text is a non-empty prefix of some remainder. ``None`` when the row is
-        inside a placeholder (free text) or when ``prefix`` already left every admissible action (the model
-        strayed before the constraint could act, e.g. a multi-token open tag); then nothing is masked.
+        The remainders ``r`` such that ``prefix + r`` is a complete admissible action followed by ``close``
+        (inside a word-restricted placeholder: the current word finished, then a space and one more word, or
+        the closing text); a token may be sampled when its text is a non-empty prefix of some remainder.
+        ``None`` when the row is inside an unrestricted placeholder (free text), or when ``prefix`` already
+        left every admissible action (the model strayed before the constraint could act, e.g. a multi-token
+        open tag); then nothing is masked.
     """
     remainders: list[str] = []
     for action in admissible:
@@ -52,13 +94,17 @@ def allowed_continuations(prefix: str, admissible: Sequence[str], close: str = C
                 remainders.append(full[len(prefix):])
             continue
         head, tail = action[:cut], action[cut + len(PLACEHOLDER):] + close
-        if head.startswith(prefix):
-            remainders.append(head[len(prefix):])
-        elif prefix.startswith(head):
+        if not prefix.startswith(head):
+            if head.startswith(prefix):
+                remainders.append(head[len(prefix):])
+        else:
             body = prefix[len(head):]
             end = body.find(tail[0]) if tail else -1
             if end < 0:
-                return None  # inside the free text
+                if words is None:
+                    return None  # inside the free text
+                remainders.extend(_word_continuations(body, words, tail))
+                continue
             done = body[end:]
             if tail.startswith(done):
                 remainders.append(tail[len(done):])
@@ -87,11 +133,14 @@ class ActionConstraint:
         self.max_piece = max((len(p) for p in self.by_piece), default=1)
         self._rows: list[Sequence[str] | None] = []
         self._texts: list[str] = []
+        self._words: list[Sequence[str] | None] = []
 
-    def begin(self, admissible: Sequence[Sequence[str] | None], prompt_tails: Sequence[str]) -> None:
-        """Start a call: ``admissible[i]`` is row i's list (None = unconstrained); ``prompt_tails[i]`` is the
-        generation prefix's text after the last turn start (it may already hold an open ``<action>``)."""
-        self._rows = list(admissible)
+    def begin(self, spaces: Sequence[ActionSpace | Sequence[str] | None], prompt_tails: Sequence[str]) -> None:
+        """Start a call: ``spaces[i]`` is row i's action space (None = unconstrained); ``prompt_tails[i]`` is
+        the generation prefix's text after the last turn start (it may already hold an open ``<action>``)."""
+        rows = [ActionSpace.of(a) if a is not None else None for a in spaces]
+        self._rows = [r.actions if r is not None else None for r in rows]
+        self._words = [r.query_words if r is not None else None for r in rows]
         self._texts = list(prompt_tails)
 
     def mask(self, active: torch.Tensor) -> torch.Tensor | None:
@@ -105,7 +154,7 @@ class ActionConstraint:
             start = text.rfind(OPEN_TAG)
             if start < 0 or text.rfind(CLOSE_TAG) > start:
                 continue
-            remainders = allowed_continuations(text[start + len(OPEN_TAG):], allowed)
+            remainders = allowed_continuations(text[start + len(OPEN_TAG):], allowed, words=self._words[i])
             if remainders is None:
                 continue
             ids = self._ids_for(remainders)

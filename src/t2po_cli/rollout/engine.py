@@ -28,7 +28,7 @@ import torch
 
 from t2po_cli.hooks.base import TokenHook
 from t2po_cli.hooks.signal import token_signal
-from t2po_cli.rollout.constraint import ActionConstraint
+from t2po_cli.rollout.constraint import ActionConstraint, ActionSpace
 from t2po_cli.rollout.types import Generation, SamplingParams
 
 HookFactory = Callable[[], TokenHook]
@@ -174,7 +174,7 @@ class HFEngine:
         *,
         hook_factory: HookFactory | None = None,
         generator: torch.Generator,
-        admissible: Sequence[Sequence[str] | None] | None = None,
+        admissible: Sequence[ActionSpace | Sequence[str] | None] | None = None,
     ) -> Generation:
         """Generate one response per prompt.
 
@@ -183,8 +183,9 @@ class HFEngine:
             params: decoding settings; ``logps`` are always under the raw distribution regardless.
             hook_factory: creates the call's token hook (T2PO TTI); None = no hook.
             generator: seeded generator for sampling (on the policy's device).
-            admissible: per row, the env's admissible actions to keep ``<action>…</action>`` on (see
-                ``rollout.constraint``), or None (per row or for all) to leave the action unconstrained.
+            admissible: per row, the env's admissible actions (a list, or an ``ActionSpace`` that may also
+                restrict a search's words) to keep ``<action>…</action>`` on (see ``rollout.constraint``), or
+                None (per row or for all) to leave the action unconstrained.
 
         Returns:
             ``Generation`` with per-row ids, raw log-probs, entropies, M_t, forced masks, texts and

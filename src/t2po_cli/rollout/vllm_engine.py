@@ -220,7 +220,7 @@ class VLLMEngine:
         *,
         hook_factory: HookFactory | None = None,
         generator: torch.Generator,
-        admissible: Sequence[Sequence[str] | None] | None = None,
+        admissible: Sequence[Any] | None = None,
     ) -> Generation:
         """Same contract as ``HFEngine.generate``; see the module docstring for the differences in numerics.
 

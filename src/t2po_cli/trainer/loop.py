@@ -112,6 +112,7 @@ def run_rollout(s: Session, phase: str, step: int, tasks: list[Task], group_size
         encode_prompt=encode, generate=generate, params=_sampling(cfg, s.family, phase),
         max_turns=cfg.env.max_turns, history_length=cfg.env.history_length,
         token_hook_factory=token_hooks, turn_hook=turn_hook, constrained_actions=cfg.trainer.constrained_actions,
+        constrained_queries=cfg.trainer.constrained_queries,
     )
 
 
