@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from _tiny_policy import peaked_tiny_policy
 
-from t2po_cli.config.schema import LoraConfig, ModelConfig
+from t2po_cli.config.schema import ModelConfig
 from t2po_cli.rollout.constraint import ActionSpace, allowed_continuations, instruction_words
 from t2po_cli.rollout.engine import HFEngine, build_chat_prompt
 from t2po_cli.rollout.types import SamplingParams
-from t2po_cli.trainer.models import Policy, load_policy
+from t2po_cli.trainer.models import Policy
 from t2po_cli.trainer.offline_models import synthetic_corpus, tiny_dir
 
 ACTIONS = ["click[back to search]", "click[b0x7k2m9qa]", "click[b0x7k2zz01]", "click[buy now]"]
@@ -64,18 +65,10 @@ def test_strayed_prefix_is_unconstrained():
 
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory) -> Policy:
-    """Tiny policy with weights redrawn at std 0.2 (peaked, varied choices; see test_engine.py)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("T2PO_CACHE", str(tmp_path_factory.mktemp("cache")))
         folder: Path = tiny_dir(ModelConfig(vocab_size=512), texts=synthetic_corpus(600))
-    pol = load_policy(ModelConfig(vocab_size=512, lora=LoraConfig(enabled=False)), base_path=folder)
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for p in pol.model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.2, generator=gen)
-    pol.model.eval()
-    return pol
+    return peaked_tiny_policy(folder, seed=3)
 
 
 def _prompts(policy: Policy, n: int) -> list[list[int]]:

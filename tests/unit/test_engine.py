@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from _tiny_policy import peaked_tiny_policy
 
-from t2po_cli.config.schema import LoraConfig, ModelConfig
+from t2po_cli.config.schema import ModelConfig
 from t2po_cli.hooks.signal import token_signal
 from t2po_cli.rollout.engine import HFEngine, build_chat_prompt, filter_logits
 from t2po_cli.rollout.types import SamplingParams
-from t2po_cli.trainer.models import Policy, load_policy
+from t2po_cli.trainer.models import Policy
 from t2po_cli.trainer.offline_models import synthetic_corpus, tiny_dir
 
 QUESTIONS = [
@@ -31,16 +32,7 @@ def tiny_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def policy(tiny_folder) -> Policy:
-    """Tiny policy with weights redrawn at std 0.2. The std-0.02 init is near-uniform and greedy just repeats
-    the last token, which would make parity tests vacuous; std 0.2 gives varied, peaked (H ≈ 4 nats) choices."""
-    pol = load_policy(ModelConfig(vocab_size=512, lora=LoraConfig(enabled=False)), base_path=tiny_folder)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in pol.model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.2, generator=gen)
-    pol.model.eval()
-    return pol
+    return peaked_tiny_policy(tiny_folder, seed=1)
 
 
 def _prompts(policy: Policy) -> list[list[int]]:
