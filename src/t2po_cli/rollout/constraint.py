@@ -131,37 +131,35 @@ class ActionConstraint:
             if p and "\ufffd" not in p:
                 self.by_piece.setdefault(p, []).append(i)
         self.max_piece = max((len(p) for p in self.by_piece), default=1)
-        self._rows: list[Sequence[str] | None] = []
+        self._spaces: list[ActionSpace | None] = []
         self._texts: list[str] = []
-        self._words: list[Sequence[str] | None] = []
 
     def begin(self, spaces: Sequence[ActionSpace | Sequence[str] | None], prompt_tails: Sequence[str]) -> None:
         """Start a call: ``spaces[i]`` is row i's action space (None = unconstrained); ``prompt_tails[i]`` is
         the generation prefix's text after the last turn start (it may already hold an open ``<action>``)."""
-        rows = [ActionSpace.of(a) if a is not None else None for a in spaces]
-        self._rows = [r.actions if r is not None else None for r in rows]
-        self._words = [r.query_words if r is not None else None for r in rows]
+        self._spaces = [ActionSpace.of(a) if a is not None else None for a in spaces]
         self._texts = list(prompt_tails)
 
     def mask(self, active: torch.Tensor) -> torch.Tensor | None:
         """``BoolTensor[B, V]`` of allowed tokens (all True for unconstrained rows), or None if no row is
         constrained at this step."""
         out: torch.Tensor | None = None
-        for i, allowed in enumerate(self._rows):
-            if allowed is None or not bool(active[i]):
+        for i, (space, live) in enumerate(zip(self._spaces, active.tolist(), strict=True)):
+            if space is None or not live:
                 continue
             text = self._texts[i]
             start = text.rfind(OPEN_TAG)
             if start < 0 or text.rfind(CLOSE_TAG) > start:
                 continue
-            remainders = allowed_continuations(text[start + len(OPEN_TAG):], allowed, words=self._words[i])
+            remainders = allowed_continuations(text[start + len(OPEN_TAG):], space.actions,
+                                               words=space.query_words)
             if remainders is None:
                 continue
             ids = self._ids_for(remainders)
             if not ids:
                 continue
             if out is None:
-                out = torch.ones((len(self._rows), self.width), dtype=torch.bool)
+                out = torch.ones((len(self._spaces), self.width), dtype=torch.bool)
             out[i] = False
             out[i, ids] = True
         return out
@@ -169,7 +167,7 @@ class ActionConstraint:
     def observe(self, chosen: Sequence[int]) -> None:
         """Append the tokens chosen at this step to the rows' texts."""
         for i, tok in enumerate(chosen):
-            if self._rows[i] is not None and 0 <= tok < len(self.pieces):
+            if self._spaces[i] is not None and 0 <= tok < len(self.pieces):
                 self._texts[i] += self.pieces[tok]
 
     def _ids_for(self, remainders: list[str]) -> list[int]:
