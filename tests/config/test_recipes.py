@@ -81,8 +81,6 @@ def test_experiment_recipe_selects_groups() -> None:
         (["steps"], "KEY=VALUE"),
         (["trainer.constrained_actions=false", "trainer.constrained_queries=true"],
          "constrained_queries=true needs trainer.constrained_actions=true"),
-        (["model=smollm2-135m", "trainer.engine=vllm", "trainer.constrained_actions=true"],
-         "constrained_actions=true is only implemented for trainer.engine=hf"),
     ],
 )
 def test_bad_config_is_one_clear_line(overrides: list[str], fragment: str) -> None:

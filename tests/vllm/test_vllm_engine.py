@@ -41,6 +41,7 @@ def results(tmp_path_factory) -> dict:
     "greedy_tokens_equal", "logps_close", "entropies_close", "signals_close", "texts_equal",
     "forced_at_3", "forced_mask", "forced_natural_logp", "forced_tokens_equal_hf", "hook_reports",
     "idle_hook_identical", "seed_changes_samples", "stop_string", "lora_changes_output", "lora_synced",
+    "constrained_admissible", "constrained_tokens_equal_hf", "constrained_logps_unmasked", "constrained_sampled",
 ])
 def test_vllm_matches_hf_engine(results, check):
     assert results[check] is True, results

@@ -103,6 +103,24 @@ def main(cache: str) -> None:
                      generator=torch.Generator())
     out["stop_string"] = st.finish_reasons == ["stop"] and stop_text in st.texts[0]
 
+    # Admissible-action decoding: prompts whose generation prefix already opened <action>; every constrained
+    # row must spell a listed action, the unconstrained one is free, and greedy tokens match HFEngine's.
+    actions = ["click[back to search]", "click[b0x7k2m9qa]", "click[b0x7k2zz01]", "click[buy now]"]
+    opener = policy.tokenizer.encode("<think>ok</think>\n<action>", add_special_tokens=False)
+    acting = [list(p) + opener for p in prompts]
+    lists = [actions, actions, actions, None]
+    wide = SamplingParams(max_new_tokens=24, temperature=0)
+    ca = hf.generate(acting, wide, generator=torch.Generator(), admissible=lists)
+    cb = vl.generate(acting, wide, generator=torch.Generator(), admissible=lists)
+    spelled = lambda t: any(t.startswith(x + "</action>") for x in actions)  # noqa: E731
+    out["constrained_admissible"] = all(spelled(t) for t in cb.texts[:3])
+    out["constrained_tokens_equal_hf"] = ids(ca) == ids(cb)
+    out["constrained_logps_unmasked"] = close(ca.logps, cb.logps)
+    cs = vl.generate(acting[:3] * 4, SamplingParams(max_new_tokens=24, temperature=2.0),
+                     generator=torch.Generator().manual_seed(5), admissible=[actions] * 12)
+    out["constrained_sampled"] = (all(spelled(t) for t in cs.texts)
+                                  and len({t.split("</action>")[0] for t in cs.texts}) >= 2)
+
     with torch.no_grad():  # an "optimizer step" on the adapters: vLLM must pick up the new LoRA
         for n, p in policy.model.named_parameters():
             if "lora_B" in n:

@@ -129,7 +129,7 @@ class TrainerConfig:
     constrained_actions: bool = False
     """Keep the text inside ``<action>…</action>`` on the env's admissible actions (``rollout.constraint``):
     the policy still chooses, only the spelling is guaranteed. On in the CPU recipes (the tiny model cannot
-    copy a product id); off for real models, as in the papers. Envs without a list are unaffected."""
+    copy a product id); off for real models, as in the papers. Envs without a list are unaffected. Both engines."""
     constrained_queries: bool = False
     """With ``constrained_actions``: a free-text action (WebShop's ``search[...]``) may only use words of the
     task instruction, in any order and number (the random baseline's search space). For the tiny model,

@@ -184,9 +184,6 @@ def validate_config(cfg: s.RunConfig) -> None:
     _positive(tp.tds.eta, "t2po.tds.eta")
     if cfg.trainer.constrained_queries and not cfg.trainer.constrained_actions:
         raise ConfigError("trainer.constrained_queries=true needs trainer.constrained_actions=true")
-    if cfg.trainer.engine == "vllm" and cfg.trainer.constrained_actions:
-        raise ConfigError("trainer.constrained_actions=true is only implemented for trainer.engine=hf; "
-                          "set trainer.constrained_actions=false or trainer.engine=hf")
     if cfg.trainer.engine == "vllm" and cfg.model.kind == "tiny":
         raise ConfigError("trainer.engine=vllm needs a real checkpoint; use model=smollm2-135m or a GPU model recipe")
     if cfg.launcher.name == "slurm" and not cfg.launcher.profile:

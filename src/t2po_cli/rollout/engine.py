@@ -221,11 +221,14 @@ class HFEngine:
             start = len(row) - 1 - list(row)[::-1].index(self._turn_start_id)
         return self.tokenizer.decode(list(row[start:]), skip_special_tokens=False)
 
-    def _constraint(self, prompt_ids, admissible) -> ActionConstraint | None:
-        """The call's admissible-action constraint, or None when no row has a list."""
+    def _constraint(self, prompt_ids, admissible, width: int | None = None) -> ActionConstraint | None:
+        """The call's admissible-action constraint (begun for these rows), or None when no row has a list.
+
+        ``width`` is the logits width V; by default the policy's LM-head rows (the vLLM engine passes its own).
+        """
         if admissible is None or all(a is None for a in admissible):
             return None
-        width = self.policy.model.get_output_embeddings().weight.shape[0]
+        width = width or self.policy.model.get_output_embeddings().weight.shape[0]
         if self._action_constraint is None or self._action_constraint.width != width:
             self._action_constraint = ActionConstraint(self.tokenizer, width)
         c = self._action_constraint

@@ -17,6 +17,9 @@ How T2PO's token hook runs inside vLLM:
 * Sampled-token log-probs come from vLLM's ``raw_logprobs`` (computed before any processor), so a forced
   token gets its natural log-prob. In bf16, or on GPU kernels, they differ from the trainer's forward: the
   trainer must recompute ``old_logps`` (and may recompute entropy) with a teacher-forced pass (model.md §7.4).
+* Admissible-action decoding (``trainer.constrained_actions``): the same ``ActionConstraint`` as in
+  ``HFEngine`` follows each row's text through ``observe`` and masks disallowed ids to −inf in ``apply``;
+  recorded log-probs stay the unmasked policy's (``raw_logprobs``), as in ``HFEngine``.
 * Randomness: each row gets its own vLLM seed drawn from the caller's ``torch.Generator``, so runs are
   reproducible and forcing one row cannot shift another row's draws.
 * Weights: LoRA only. The current adapters are saved and served through a fresh ``LoRARequest`` whenever
@@ -36,7 +39,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,7 @@ import torch
 from t2po_cli.errors import UserError
 from t2po_cli.hooks.base import TokenHook
 from t2po_cli.hooks.signal import token_signal
+from t2po_cli.rollout.constraint import ActionConstraint
 from t2po_cli.rollout.engine import HFEngine, HookFactory
 from t2po_cli.rollout.types import Generation, SamplingParams
 
@@ -60,8 +64,13 @@ class _CallBridge:
     engine step (``active``); rows not scheduled keep their state, as finished rows do in ``HFEngine``.
     """
 
-    def __init__(self, batch: int, hook: TokenHook | None, alpha: float, released: bool) -> None:
+    def __init__(self, batch: int, hook: TokenHook | None, alpha: float, released: bool,
+                 constraint: Callable[[int], ActionConstraint | None] | None = None) -> None:
+        """``constraint(V)`` returns the call's begun admissible-action constraint for logits width V (built on
+        the first step, when V is known); None = no row of the call is constrained."""
         self.batch, self.hook, self.alpha, self.released = batch, hook, alpha, released
+        self._make_constraint = constraint
+        self.constraint: ActionConstraint | None = None
         self.outputs: list[list[int] | None] = [None] * batch  # vLLM's live output-token lists
         self.observed = [0] * batch
         self.entropies: list[list[float]] = [[] for _ in range(batch)]
@@ -83,10 +92,19 @@ class _CallBridge:
                 self.observed[r] += 1
             if self.hook is not None:
                 self.hook.observe(tokens, active)
+            if self.constraint is not None:
+                self.constraint.observe(tokens.tolist())  # −1 (row not advanced) is ignored there
 
-    def step(self, rows: list[int], logits: torch.Tensor) -> torch.Tensor:
-        """Signal + hook for ``rows`` with raw logits ``[n, V]`` → forced id per row ``[n]`` (−1 = free)."""
+    def step(self, rows: list[int], logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Signal, hook and constraint for ``rows`` with raw logits ``[n, V]``.
+
+        Returns:
+            The forced id per row ``[n]`` (−1 = free) and the allowed-token mask ``BoolTensor[n, V]`` of the
+            admissible-action constraint (None when no row is constrained at this step).
+        """
         self.flush()
+        if self._make_constraint is not None and self.constraint is None:
+            self.constraint = self._make_constraint(logits.shape[-1])
         sig = token_signal(logits, self.alpha, released=self.released)
         force = torch.full((len(rows),), -1, dtype=torch.long)
         if self.hook is not None:
@@ -100,7 +118,13 @@ class _CallBridge:
             self.entropies[r].append(float(sig.entropy[j]))
             self.signals[r].append(float(sig.m[j]))
             self.forced[r].append(bool(force[j] >= 0))
-        return force
+        allowed = None
+        if self.constraint is not None:
+            live = torch.zeros(self.batch, dtype=torch.bool)
+            live[torch.tensor(rows)] = True
+            full = self.constraint.mask(live)
+            allowed = full[torch.tensor(rows)] if full is not None else None
+        return force, allowed
 
 
 def _processor_class() -> type:
@@ -144,8 +168,14 @@ def _processor_class() -> type:
                 entry[2].append(row)
             for bridge, indices, rows in groups.values():
                 index = torch.tensor(indices, device=logits.device)
-                force = bridge.step(rows, logits.index_select(0, index)).to(logits.device)
+                force, allowed = bridge.step(rows, logits.index_select(0, index))
+                force = force.to(logits.device)
                 hit = force >= 0
+                if allowed is not None:
+                    # Admissible-action decoding: disallowed ids get −inf (forced rows are overwritten below).
+                    # vLLM's raw_logprobs are taken before processors, so recorded log-probs stay unmasked,
+                    # as in HFEngine.
+                    logits[index] = logits[index].masked_fill(~allowed.to(logits.device), float("-inf"))
                 if bool(hit.any()):
                     # t2po.md §3.1: the row becomes −inf except 0 at the forced id (sampled w.p. 1).
                     logits[index[hit]] = float("-inf")
@@ -224,13 +254,10 @@ class VLLMEngine:
     ) -> Generation:
         """Same contract as ``HFEngine.generate``; see the module docstring for the differences in numerics.
 
-        Admissible-action decoding (``trainer.constrained_actions``) is built-in-engine only for now; config
-        validation rejects it with ``engine=vllm``, and a direct call with a list raises ``ValueError``.
+        ``admissible`` (``trainer.constrained_actions``) masks the same tokens as in ``HFEngine``, inside the
+        logits processor.
         """
         import vllm
-
-        if admissible is not None and any(a is not None for a in admissible):
-            raise ValueError("admissible-action decoding is not implemented for engine=vllm; use engine=hf")
 
         prompt_ids = self._prompts.encode_prompts(prompts)
         batch = len(prompt_ids)
@@ -239,7 +266,10 @@ class VLLMEngine:
             hook.begin(batch, self._prompts.in_think_at_start(prompt_ids))
         seeds = torch.randint(0, 2**31 - 1, (batch,), generator=generator).tolist()
         call = f"t2po-{os.getpid()}-{next(_CALL_IDS)}"
-        bridge = _CallBridge(batch, hook, self.signal_alpha, self.released_signal)
+        constraint = None
+        if admissible is not None and any(a is not None for a in admissible):
+            constraint = lambda width: self._prompts._constraint(prompt_ids, admissible, width)  # noqa: E731
+        bridge = _CallBridge(batch, hook, self.signal_alpha, self.released_signal, constraint)
         per_row = [
             vllm.SamplingParams(
                 max_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p,
