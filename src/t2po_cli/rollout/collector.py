@@ -111,6 +111,7 @@ def collect(
     turn_hook: Any = None,
     constrained_actions: bool = False,
     constrained_queries: bool = False,
+    generate_finished: bool = False,
 ) -> Rollout:
     """Run ``len(tasks) × group_size`` episodes in lockstep and return the training rows.
 
@@ -130,6 +131,11 @@ def collect(
             on it (``rollout.constraint``); without it ``generate`` gets None.
         constrained_queries: with ``constrained_actions``, also restrict a placeholder action's free text
             (WebShop's search) to the words of the task instruction.
+        generate_finished: ``t2po.compat=released`` emulation (t2po.md §8 #4): finished environments stay in
+            every generation batch (prompted with their last observation) and TDS regenerates them too, as in
+            the release; their samples are then dropped. They cost compute (``perf/generated_tokens``,
+            ``t2po/tds/extra_gen_tokens``) and feed the released shared TTI state, but make no rows and no
+            metrics. Off (the default), only active environments are generated for.
     """
     n = len(tasks) * group_size
     envs = [make_env() for _ in range(n)]
@@ -155,15 +161,16 @@ def collect(
         active = [i for i in range(n) if not done[i]]
         if not active:
             break
+        batch = list(range(n)) if generate_finished else active
         prompts = [
             encode_prompt(
                 family.build_prompt(
                     env_tasks[i], histories[i], obs[i], infos[i], turn=turn, history_length=history_length
                 )
             )
-            for i in active
+            for i in batch
         ]
-        admissible = [_action_space(infos[i], env_tasks[i], constrained_queries) for i in active] \
+        admissible = [_action_space(infos[i], env_tasks[i], constrained_queries) for i in batch] \
             if constrained_actions else None
         t0 = time.perf_counter()
         gen = generate(prompts, params, token_hook_factory, admissible)
@@ -171,11 +178,13 @@ def collect(
         generated += gen.num_tokens()
         if turn_hook is not None:
             t1 = time.perf_counter()
-            extra += _run_turn_hook(turn_hook, turn, active, prompts, gen, generate, params, token_hook_factory,
-                                    admissible)
+            extra += _run_turn_hook(turn_hook, turn, batch, [done[i] for i in batch], prompts, gen, generate,
+                                    params, token_hook_factory, admissible)
             tds_s += time.perf_counter() - t1
         t2 = time.perf_counter()
-        for j, i in enumerate(active):
+        for j, i in enumerate(batch):
+            if done[i]:
+                continue  # generate_finished: a finished env's sample is dropped
             proj = family.project(gen.texts[j], infos[i].get("admissible"))
             anchor = str(infos[i].get("anchor_obs", obs[i]))
             o, reward, finished, info = envs[i].step(proj.action)
@@ -211,7 +220,8 @@ def _action_space(info: dict[str, Any], task: Task, with_words: bool) -> ActionS
 def _run_turn_hook(
     turn_hook: Any,
     turn: int,
-    active: list[int],
+    batch: list[int],
+    finished: list[bool],
     prompts: list[list[int]],
     gen: Generation,
     generate: GenerateFn,
@@ -234,8 +244,8 @@ def _run_turn_hook(
         discarded += n
         return n
 
-    base = [_score(gen, j) for j in range(len(active))]
-    turn_hook.refine(turn, active, base, regenerate, discarded_tokens=discarded_tokens)
+    base = [_score(gen, j) for j in range(len(batch))]
+    turn_hook.refine(turn, batch, base, regenerate, finished=finished, discarded_tokens=discarded_tokens)
     return discarded
 
 
