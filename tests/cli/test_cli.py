@@ -93,6 +93,8 @@ BAD_INVOCATIONS = [
     (["validate", "nothing"], "no recipe or sweep"),
     (["train", "--dry-run", "run_name=../escape"], None),
     (["nosuchcommand"], "No such command"),
+    (["eval", "--run", "/tmp", "--tti", "maybe"], "--tti 'maybe' is not on or off"),
+    (["eval", "--env", "searchqa", "--tti", "off"], "--tti goes with --run"),
 ]
 
 

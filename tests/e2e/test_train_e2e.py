@@ -130,5 +130,12 @@ def test_cli_train_then_eval(e2e_root: Path, capsys: pytest.CaptureFixture[str])
     assert main(["eval", "--run", str(run_dir), "--episodes", "4", "--json"]) == 0
     ev = json.loads(capsys.readouterr().out)
     assert ev["episodes"] == 4 and ev["checkpoint_step"] == 2 and 0.0 <= ev["success_rate"] <= 1.0
+    assert ev["tti"] is True and "tti_interventions_per_turn" in ev  # the default run has T2PO on
+    # --tti off evaluates the same checkpoint without the intervention (the run's config stays as it was).
+    config_before = (run_dir / "resolved_config.yaml").read_text()
+    assert main(["eval", "--run", str(run_dir), "--episodes", "4", "--json", "--tti", "off"]) == 0
+    off = json.loads(capsys.readouterr().out)
+    assert off["tti"] is False and "tti_interventions_per_turn" not in off
+    assert (run_dir / "resolved_config.yaml").read_text() == config_before
     # resuming a finished run is a user error, not a retrain
     assert main(["train", "--resume", str(run_dir)]) == 2

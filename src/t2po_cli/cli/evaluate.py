@@ -16,6 +16,8 @@ def eval_cmd(
     model: str = typer.Option(None, "--model", "-m", help="Model recipe (with --env)."),
     episodes: int = typer.Option(32, "--episodes", "-n", min=1, help="Validation episodes."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    tti: str = typer.Option(None, "--tti", help="With --run: thinking intervention on|off for this evaluation "
+                            "(default: as the run was trained). Separates inference-time TTI from training."),
 ) -> None:
     """Evaluate a run's policy, or a recipe's warm-started starting policy, on validation tasks.
 
@@ -27,13 +29,17 @@ def eval_cmd(
 
     if (run is None) == (env is None):
         raise UserError("give either --run RUN_DIR or --env ENV [--model M]; e.g. t2po eval --env webshop")
+    if tti is not None and tti not in ("on", "off"):
+        raise UserError(f"--tti {tti!r} is not on or off; e.g. t2po eval --run RUN --tti off")
     if run is not None:
         if overrides or model:
             raise UserError("--run takes no --model or overrides; the run folder fixes its config")
         from t2po_cli.trainer.evaluate import evaluate_run
 
-        result = evaluate_run(run, episodes)
+        result = evaluate_run(run, episodes, None if tti is None else tti == "on")
     else:
+        if tti is not None:
+            raise UserError("--tti goes with --run; with --env use the override t2po.tti.enabled=true|false")
         from t2po_cli.cli.train import flag_overrides
         from t2po_cli.config.compose import compose_config
         from t2po_cli.trainer.evaluate import evaluate_recipe

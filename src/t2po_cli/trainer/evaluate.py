@@ -35,15 +35,21 @@ def summarize(m: dict[str, float], episodes: int) -> dict[str, float]:
         "mean_turns": m[K.EPISODE_LENGTH],
         "tokens_per_episode": m[K.TOKENS_PER_EPISODE],
         "valid_action_ratio": m[K.VALID_ACTION_RATIO],
+        # Only when the thinking intervention ran (absent with TTI off).
+        **({"tti_interventions_per_turn": m[K.TTI_INTERVENTIONS_PER_TURN]}
+           if K.TTI_INTERVENTIONS_PER_TURN in m else {}),
     }
 
 
-def evaluate_run(run_dir: str | Path, episodes: int) -> dict[str, float]:
-    """Evaluate the newest checkpoint of a run (the warm-start policy if it has none)."""
+def evaluate_run(run_dir: str | Path, episodes: int, tti: bool | None = None) -> dict[str, float]:
+    """Evaluate the newest checkpoint of a run (the warm-start policy if it has none).
+
+    ``tti`` forces the thinking intervention on or off during this evaluation (None: as the run was trained).
+    """
     from t2po_cli.trainer import checkpoint as ckpt
     from t2po_cli.trainer.loop import build_session
 
-    s = build_session(run_dir)
+    s = build_session(run_dir, tti=tti)
     found = ckpt.list_checkpoints(s.folder.checkpoints)
     step = 0
     if found:
@@ -53,7 +59,7 @@ def evaluate_run(run_dir: str | Path, episodes: int) -> dict[str, float]:
         ckpt.load_checkpoint(found[-1], modules=modules, optimizers={})
         step = found[-1].step
     out = evaluate_session(s, episodes, step)
-    return {"checkpoint_step": step, **out}
+    return {"checkpoint_step": step, "tti": s.cfg.t2po.tti.enabled, **out}
 
 
 def evaluate_recipe(cfg: RunConfig, episodes: int, scratch: Path) -> dict[str, float]:

@@ -127,14 +127,20 @@ def validate(s: Session, step: int) -> dict[str, float]:
     return {K.val(k): v for k, v in m.items()}
 
 
-def build_session(run_dir: str | Path) -> Session:
-    """Load the run folder's config and build the policy, engine, hooks, optimizer and sinks."""
+def build_session(run_dir: str | Path, *, tti: bool | None = None) -> Session:
+    """Load the run folder's config and build the policy, engine, hooks, optimizer and sinks.
+
+    ``tti`` (evaluation only) switches the thinking intervention on or off for this session, whatever the run
+    was trained with; the run folder's config is not changed. None keeps the run's setting.
+    """
     from t2po_cli.hooks.factory import build_hooks
     from t2po_cli.trainer.models import load_policy
     from t2po_cli.trainer.warmstart import ensure_warmstart
 
     folder = RunFolder.open(run_dir)
     cfg = load_run_config(folder.config_path)
+    if tti is not None:
+        cfg = replace(cfg, t2po=replace(cfg.t2po, tti=replace(cfg.t2po.tti, enabled=tti)))
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     family = get_family(cfg.env.name)
