@@ -196,7 +196,7 @@ class HFEngine:
         hook = hook_factory() if hook_factory is not None else None
         if hook is not None:
             hook.begin(batch, self.in_think_at_start(prompt_ids).to(self.policy.device))
-        constraint = self._constraint(prompt_ids, admissible)
+        constraint = self.action_constraint(prompt_ids, admissible)
         model = self.policy.model
         was_training = model.training
         model.eval()
@@ -221,7 +221,7 @@ class HFEngine:
             start = len(row) - 1 - list(row)[::-1].index(self._turn_start_id)
         return self.tokenizer.decode(list(row[start:]), skip_special_tokens=False)
 
-    def _constraint(self, prompt_ids, admissible, width: int | None = None) -> ActionConstraint | None:
+    def action_constraint(self, prompt_ids, admissible, width: int | None = None) -> ActionConstraint | None:
         """The call's admissible-action constraint (begun for these rows), or None when no row has a list.
 
         ``width`` is the logits width V; by default the policy's LM-head rows (the vLLM engine passes its own).

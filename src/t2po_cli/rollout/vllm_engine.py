@@ -120,10 +120,11 @@ class _CallBridge:
             self.forced[r].append(bool(force[j] >= 0))
         allowed = None
         if self.constraint is not None:
+            index = torch.tensor(rows)
             live = torch.zeros(self.batch, dtype=torch.bool)
-            live[torch.tensor(rows)] = True
+            live[index] = True
             full = self.constraint.mask(live)
-            allowed = full[torch.tensor(rows)] if full is not None else None
+            allowed = full[index] if full is not None else None
         return force, allowed
 
 
@@ -268,7 +269,7 @@ class VLLMEngine:
         call = f"t2po-{os.getpid()}-{next(_CALL_IDS)}"
         constraint = None
         if admissible is not None and any(a is not None for a in admissible):
-            constraint = lambda width: self._prompts._constraint(prompt_ids, admissible, width)  # noqa: E731
+            constraint = lambda width: self._prompts.action_constraint(prompt_ids, admissible, width)  # noqa: E731
         bridge = _CallBridge(batch, hook, self.signal_alpha, self.released_signal, constraint)
         per_row = [
             vllm.SamplingParams(
