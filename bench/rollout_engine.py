@@ -32,7 +32,8 @@ def _setup(model: str, batch: int, new: int) -> dict[str, Any]:
     engine = HFEngine(policy, signal_alpha=cfg.t2po.alpha)
     params = SamplingParams(max_new_tokens=new, temperature=1.0)
     think = policy.think_ids
-    hook_factory = build_hooks(cfg, think, "train", new)[0] if think is not None else None
+    hook_factory = build_hooks(cfg.t2po, think, "train", new, env_max_think_tokens=cfg.env.max_think_tokens)[0] \
+        if think is not None else None
     return {"cfg": cfg, "policy": policy, "prompts": prompts, "engine": engine, "params": params,
             "hook_factory": hook_factory}
 

@@ -31,14 +31,23 @@ def test_every_command_has_help_with_example(path: list[str], capsys: pytest.Cap
     assert "Example" in out, f"`t2po {' '.join(path)} --help` shows no example"
 
 
-def test_help_imports_no_heavy_modules() -> None:
+HEAVY = ("torch", "transformers", "mlflow", "peft", "pandas", "matplotlib", "numpy")
+
+
+@pytest.mark.parametrize("argv", [
+    ["--help"],
+    # Validating a config consults the env and estimator registries; none of it may load torch (#15).
+    ["train", "--env", "searchqa", "--algo", "a2tgpo", "--dry-run", "tracking.mlflow=false"],
+    ["train", "--env", "webshop", "--algo", "ppo", "--dry-run", "tracking.mlflow=false"],
+], ids=["help", "dry-run-a2tgpo", "dry-run-ppo"])
+def test_help_and_dry_run_import_no_heavy_modules(argv: list[str], tmp_path: Path) -> None:
     code = (
-        "import sys; from t2po_cli.cli.app import main; rc = main(['--help']);"
-        "heavy = [m for m in ('torch', 'transformers', 'mlflow', 'peft', 'pandas', 'matplotlib') if m in sys.modules];"
-        "print('HEAVY=' + ','.join(heavy))"
+        f"import sys; from t2po_cli.cli.app import main; rc = main({argv!r});"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules];"
+        "print('RC=%d HEAVY=%s' % (rc, ','.join(heavy)))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "HEAVY=\n" in out or out.strip().endswith("HEAVY=")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    assert out.strip().splitlines()[-1] == "RC=0 HEAVY="
 
 
 def test_python_dash_m_works() -> None:

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from t2po_cli.cli.catalog import _recipe_files, validation_overrides
-from t2po_cli.config.compose import compose_config, load_run_config, recipes_dir
+from t2po_cli.config.compose import compose_config, load_run_config
 from t2po_cli.config.schema import RunConfig
 from t2po_cli.errors import ConfigError
+from t2po_cli.paths import recipes_dir
 
 RECIPES = [k for k in _recipe_files() if not k.startswith("sweeps/")]
 
@@ -47,14 +48,51 @@ def test_admissible_action_decoding_is_a_cpu_recipe_choice() -> None:
 
 def test_env_defaults_win_over_algo_group() -> None:
     # envs.md §1 / t2po.md §7: WebShop mean_norm, ALFWorld mean_std_norm, Search similarity at 0.9.
-    assert compose_config(["env=webshop"]).config.algo.norm == "mean_norm"
-    assert compose_config(["env=alfworld"]).config.algo.norm == "mean_std_norm"
-    s = compose_config(["env=searchqa"]).config.algo
+    web = compose_config(["env=webshop"]).config.algo
+    assert web.gigpo.norm == web.grpo.norm == "mean_norm"
+    alf = compose_config(["env=alfworld", "algo=grpo"]).config.algo
+    assert alf.gigpo.norm == alf.grpo.norm == "mean_std_norm"
+    s = compose_config(["env=searchqa"]).config.algo.gigpo
     assert s.similarity_grouping and s.similarity_threshold == 0.9
 
 
 def test_user_override_beats_env_default() -> None:
-    assert compose_config(["env=webshop", "algo.norm=mean_std_norm"]).config.algo.norm == "mean_std_norm"
+    cfg = compose_config(["env=webshop", "algo.gigpo.norm=mean_std_norm"]).config
+    assert cfg.algo.gigpo.norm == "mean_std_norm" and cfg.algo.grpo.norm == "mean_norm"
+
+
+def test_deprecated_keys_still_work_and_say_so(capsys: pytest.CaptureFixture[str]) -> None:
+    from t2po_cli.config import legacy
+
+    legacy._warned.clear()
+    cfg = compose_config(["env=searchqa", "algo=a2tgpo", "t2po.tti.epsilon=0.5", "algo.norm=mean_norm",
+                          "a2tgpo.preset=paper"]).config
+    assert cfg.t2po.tti.tau == 0.5
+    assert cfg.algo.gigpo.norm == cfg.algo.grpo.norm == "mean_norm"  # the old shared key meant both
+    assert cfg.algo.a2tgpo.preset == "paper"
+    err = capsys.readouterr().err
+    assert "t2po.tti.epsilon is now t2po.tti.tau" in err and "algo.a2tgpo.preset" in err
+    compose_config(["t2po.tti.epsilon=0.5"])
+    assert "epsilon" not in capsys.readouterr().err  # once per process
+
+
+def test_old_run_folder_config_loads(tmp_path) -> None:
+    import yaml
+
+    from t2po_cli.config.compose import config_to_dict, load_run_config
+
+    old = config_to_dict(compose_config(["env=webshop", "t2po.tti.tau=0.02"]).config)
+    # What a run folder written before the renames held: flat algo keys, a top-level a2tgpo, epsilon.
+    old["t2po"]["tti"]["epsilon"] = old["t2po"]["tti"].pop("tau")
+    old["algo"] = {"name": "gigpo", "norm": "mean_std_norm", "gamma": 0.9, "step_advantage_w": 0.5,
+                   "clip_low": 0.2, "value_lr": 1e-3}
+    old["a2tgpo"] = {"preset": "paper"}
+    path = tmp_path / "resolved_config.yaml"
+    path.write_text(yaml.safe_dump(old))
+    cfg = load_run_config(path)
+    assert cfg.t2po.tti.tau == 0.02
+    assert (cfg.algo.gigpo.norm, cfg.algo.gigpo.gamma, cfg.algo.gigpo.step_advantage_w) == ("mean_std_norm", 0.9, 0.5)
+    assert cfg.algo.ppo.gamma == 0.9 and cfg.algo.a2tgpo.preset == "paper"
 
 
 def test_experiment_recipe_selects_groups() -> None:
@@ -75,7 +113,9 @@ def test_experiment_recipe_selects_groups() -> None:
         (["trainer.mini_batch_rows=5"], "not divisible"),
         (["t2po.alpha=1.5"], "out of range"),
         (["algo.dual_clip_c=0.5"], "must be > 1"),
-        (["algo.similarity_threshold=1.0"], "out of range"),
+        (["algo.gigpo.similarity_threshold=1.0"], "out of range"),
+        (["algo.grpo.step_advantage_w=1"], "Could not override"),
+        (["algo.a2tgpo.ig_form=prob"], "not one of log, linear"),
         (["trainer.train_sampling.top_p=0"], "out of range"),
         (["launcher.name=slurm"], "needs a profile"),
         (["steps"], "KEY=VALUE"),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from t2po_cli.config.compose import compose_config
-from t2po_cli.jobs.run_folder import RunFolder, create_run_folder
+from t2po_cli.run_folder import RunFolder, create_run_folder
 
 VOLATILE_PREFIXES = ("timing_s/", "perf/")
 

@@ -15,7 +15,7 @@ import pytest
 
 from reliability.helpers import assert_one_line_error
 from t2po_cli.cli.app import main
-from t2po_cli.config.compose import repo_root
+from t2po_cli.paths import repo_root
 
 Setup = Callable[[Path, pytest.MonkeyPatch], list[str]]
 

@@ -9,7 +9,7 @@ import pytest
 from t2po_cli.cli.app import main
 from t2po_cli.config.compose import compose_config
 from t2po_cli.errors import ConfigError, UserError
-from t2po_cli.jobs.run_folder import check_name
+from t2po_cli.run_folder import check_name
 
 ESCAPES = ["../x", "../../etc", "/tmp/abs", "a/b", "a\\b", "..", ".", ".hidden", "x/../../y", "~", "~/x", "",
            "a\x00b", "a\nb", "x" * 200]

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from t2po_cli.config.compose import compose_config, repo_root
+from t2po_cli.config.compose import compose_config
 from t2po_cli.errors import ConfigError
+from t2po_cli.paths import repo_root
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "t2po_cli"
 

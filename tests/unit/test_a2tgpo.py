@@ -11,9 +11,11 @@ import torch
 from t2po_cli.algo import a2tgpo as X
 from t2po_cli.algo import turn_clip as TC
 from t2po_cli.algo.advantages import RowBatch
+from t2po_cli.algo.estimators.a2tgpo import A2TGPOParams
+from t2po_cli.errors import ConfigError
 from t2po_cli.tracking import keys
 
-P = X.PRESETS["default"]
+P = A2TGPOParams().resolved()
 
 
 def _rows(traj_turns: list[tuple[int, int, float]]) -> RowBatch:
@@ -33,9 +35,9 @@ def _rows(traj_turns: list[tuple[int, int, float]]) -> RowBatch:
 def test_ig_forms_on_hand_built_logps():
     ell = torch.tensor([-2.0, -1.0, -1.5])
     # logprob: [−1 − (−2), −1.5 − (−1)] = [1, −0.5]
-    assert torch.allclose(X.ig_from_points(ell, "logprob"), torch.tensor([1.0, -0.5]))
+    assert torch.allclose(X.ig_from_points(ell, "log"), torch.tensor([1.0, -0.5]))
     # prob: [e^−1 − e^−2, e^−1.5 − e^−1] = [0.367879 − 0.135335, 0.223130 − 0.367879] = [0.232544, −0.144749]
-    assert torch.allclose(X.ig_from_points(ell, "prob"), torch.tensor([0.232544, -0.144749]), atol=1e-6)
+    assert torch.allclose(X.ig_from_points(ell, "linear"), torch.tensor([0.232544, -0.144749]), atol=1e-6)
 
 
 def test_information_gain_row_layout_baselines_and_drop_zero():
@@ -139,14 +141,14 @@ def test_compute_a2tgpo_end_to_end_and_stats():
     assert res.stats["a2tgpo/ig_raw/std"] == pytest.approx(1.0)  # true values, not halved (errata 20)
     assert res.stats["a2tgpo/zero_call_rate"] == 0.0 and res.warning is None
     # prob form on tiny probabilities: IG ~ 1e-9, σ floors at 1e-4 → warning (§2.2)
-    tiny = X.compute_a2tgpo_advantages(rows, torch.tensor([-20.0, -19.9, -20.0, -20.1]), replace(P, ig_form="prob"))
+    tiny = X.compute_a2tgpo_advantages(rows, torch.tensor([-20.0, -19.9, -20.0, -20.1]), replace(P, ig_form="linear"))
     assert tiny.warning is not None and abs(tiny.ig_norm).max() < 1e-3
 
 
 def test_row_layout_rejects_token_layout_settings():
     rows = _rows([(0, 2, 1.0)])
     with pytest.raises(ValueError, match="token layout"):
-        X.compute_a2tgpo_advantages(rows, torch.zeros(2), X.PRESETS["released"])
+        X.compute_a2tgpo_advantages(rows, torch.zeros(2), A2TGPOParams(preset="released").resolved())
 
 
 # §11.5 -------------------------------------------------------------------------------------------------
@@ -209,7 +211,7 @@ def test_turn_clip_hand_computed_bounds_and_segments():
 # §11.7 -------------------------------------------------------------------------------------------------
 
 
-RELEASED = X.PRESETS["released"]
+RELEASED = A2TGPOParams(preset="released").resolved()
 
 
 def _released(opens, closes, ells, ig_norm, length=30, r_hat=0.5):
@@ -265,21 +267,23 @@ def test_segments_from_advantage_runs_merge_equal_neighbours():
 
 
 def test_presets_and_overrides():
-    assert P.ig_form == "logprob" and P.ig_weight == 0.3 and P.ig_baseline == "query"
-    paper = X.PRESETS["paper"]
-    assert (paper.ig_form, paper.ig_weight, paper.loss_agg, paper.var_eps) == ("prob", 1.0, "seq-mean-token-mean", 0.0)
+    assert P.ig_form == "log" and P.ig_weight == 0.3 and P.ig_baseline == "query" and P.norm_var_eps == 1e-8
+    paper = A2TGPOParams(preset="paper", ig_form="linear").resolved()
+    assert (paper.ig_form, paper.ig_weight, paper.loss_agg, paper.norm_var_eps) == (
+        "linear", 1.0, "seq-mean-token-mean", 0.0)
     assert (RELEASED.ig_baseline, RELEASED.turn_spans, RELEASED.ig_drop_zero) == ("first_turn", "advantage_runs", True)
-    assert X.resolve_params("paper", ig_weight=0.5, ig_baseline=None).ig_weight == 0.5
-    with pytest.raises(ValueError, match="preset"):
-        X.resolve_params("intended")
-    with pytest.raises(ValueError, match="unknown"):
-        X.resolve_params("default", beta=1.0)
+    # explicit keys win over the preset; null keys take it (a2tgpo.md §8)
+    p = A2TGPOParams(preset="paper", ig_weight=0.5).resolved()
+    assert p.ig_weight == 0.5 and p.ig_baseline == "query" and p.loss_agg == "seq-mean-token-mean"
+    # ig_form is never taken from the preset
+    assert A2TGPOParams(preset="paper").resolved().ig_form == "log"
+    with pytest.raises(ConfigError, match="preset"):
+        A2TGPOParams(preset="intended").resolved()
 
 
-def test_params_from_config():
-    from t2po_cli.config.schema import A2TGPOConfig
-
-    assert X.params_from_config(A2TGPOConfig()) == P
-    p = X.params_from_config(A2TGPOConfig(preset="paper", ig_form="linear", ig_weight=0.3))
-    assert p == replace(X.PRESETS["paper"], ig_weight=0.3)
-    assert X.params_from_config(A2TGPOConfig(ig_form="log", preset="paper")).ig_form == "logprob"
+def test_params_validate_names_the_key_and_fix():
+    with pytest.raises(ConfigError, match=r"algo\.a2tgpo\.ig_form='prob' is not one of log, linear"):
+        A2TGPOParams(ig_form="prob").validate("algo.a2tgpo")
+    with pytest.raises(ConfigError, match="trajectory layout"):
+        A2TGPOParams(preset="released").validate("algo.a2tgpo")
+    A2TGPOParams(preset="released", ig_context="trajectory").validate("algo.a2tgpo")

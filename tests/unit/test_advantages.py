@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from t2po_cli.algo import advantages as A
+from t2po_cli.algo.estimators.gigpo import GiGPOParams
+from t2po_cli.algo.registry import EstimatorInputs, get_estimator
 from t2po_cli.tracking import keys
 
 # Batch used throughout (κ = 0.1, γ = 0.95):
@@ -40,8 +42,11 @@ def _rows(perm: list[int] | None = None) -> A.RowBatch:
     )
 
 
-def _p(**kw) -> A.AdvantageParams:
-    return A.AdvantageParams(**kw)
+KAPPA = 0.1
+
+
+def _p(**kw) -> GiGPOParams:
+    return GiGPOParams(**kw)
 
 
 def test_row_scores_subtract_penalty_on_invalid_rows():
@@ -171,25 +176,25 @@ def test_step_advantage_mean_and_std_and_singleton():
 
 
 def test_gigpo_final_advantage_mean_norm():
-    adv, parts = A.gigpo_advantages(_rows(), _p(norm="mean_norm", step_advantage_w=1.0))
+    adv, parts = A.gigpo_advantages(_rows(), _p(norm="mean_norm", step_advantage_w=1.0), KAPPA)
     # A^E = [4.02, 3.92, 4.02, −5.98, −5.98, 10]; G = [9.025, 9.4, 10, 0, 0, 10]
     # clusters: s0 {row0, row3} → ±4.5125; s1 {row1, row4} → ±4.7; s2 {row2} → 0; group 1 s0 {row5} → 0
     expect = [4.02 + 4.5125, 3.92 + 4.7, 4.02, -5.98 - 4.5125, -5.98 - 4.7, 10.0]
     assert torch.allclose(adv, torch.tensor(expect), atol=1e-5)
     assert parts["cluster"][0] == parts["cluster"][3] != parts["cluster"][5]
-    half, _ = A.gigpo_advantages(_rows(), _p(norm="mean_norm", step_advantage_w=0.5))
+    half, _ = A.gigpo_advantages(_rows(), _p(norm="mean_norm", step_advantage_w=0.5), KAPPA)
     assert torch.allclose(half, parts["episode"] + 0.5 * parts["step"])
 
 
 def test_gigpo_is_permutation_equivariant():
     perm = [3, 5, 0, 4, 2, 1]
-    base, _ = A.gigpo_advantages(_rows(), _p())
-    shuffled, _ = A.gigpo_advantages(_rows(perm), _p())
+    base, _ = A.gigpo_advantages(_rows(), _p(), KAPPA)
+    shuffled, _ = A.gigpo_advantages(_rows(perm), _p(), KAPPA)
     assert torch.allclose(shuffled, base[perm])
 
 
 def test_penalty_switch_off():
-    adv_off, parts = A.gigpo_advantages(_rows(), _p(norm="mean_norm", use_invalid_action_penalty=False))
+    adv_off, parts = A.gigpo_advantages(_rows(), _p(norm="mean_norm"), 0.0)
     # without κ: G1 = 9.5, S1 = 10
     assert parts["step_returns"][1].item() == pytest.approx(9.5)
     assert parts["scores"][1].item() == pytest.approx(10.0)
@@ -224,35 +229,56 @@ def test_gae_turn_level():
     assert torch.allclose(adv_p, adv[perm])
 
 
-def test_dispatcher_all_estimators_and_stats_keys():
+def _run(name: str, rows: A.RowBatch, values: torch.Tensor | None = None, **kw):
+    est = get_estimator(name)
+    params = est.params(**kw) if kw else est.params()
+    return est.advantages(EstimatorInputs(rows, KAPPA, values=values), est.settings(params))
+
+
+def test_registry_estimators_and_stats_keys():
     rows = _rows()
-    p = _p(norm="mean_norm")
     known = {v for k, v in vars(keys).items() if k.isupper() and isinstance(v, str)}
     for name in ("grpo", "gigpo", "rloo"):
-        out = A.compute_advantages(name, rows, p)
+        out = _run(name, rows)
         assert torch.equal(out.returns, out.advantages)
-        assert set(out.stats) <= known
-    gr = A.compute_advantages("grpo", rows, p)
+        assert set(out.stats) <= known and out.stats
+        assert out.policy_loss is None
+    gr = _run("grpo", rows, norm="mean_norm")
     assert gr.advantages[0].item() == pytest.approx(4.02, abs=1e-5)
-    ppo = A.compute_advantages("ppo", rows, p, values=torch.zeros(6))
+    gi = _run("gigpo", rows, norm="mean_norm")
+    assert torch.allclose(gi.advantages, A.gigpo_advantages(rows, _p(norm="mean_norm"), KAPPA)[0])
+    ppo = _run("ppo", rows, values=torch.zeros(6))
     # ppo rewards = r − κ·1[invalid] = [0, −0.1, 10, 0, 0, 10]; with V = 0: GAE = λγ-discounted sums
     lg = 0.95 * 0.95
     assert ppo.advantages[2].item() == pytest.approx(10.0)
     assert ppo.advantages[1].item() == pytest.approx(-0.1 + lg * 10.0)
     assert ppo.stats["critic/advantages/max"] == pytest.approx(10.0)
     with pytest.raises(ValueError, match="values"):
-        A.compute_advantages("ppo", rows, p)
-    with pytest.raises(ValueError, match="IG"):
-        A.compute_advantages("a2tgpo", rows, p)
-    with pytest.raises(ValueError, match="unknown"):
-        A.compute_advantages("dpo", rows, p)
+        _run("ppo", rows)
+    with pytest.raises(ValueError, match="gold"):
+        _run("a2tgpo", rows)
 
 
-def test_params_from_algo_config():
+def test_registry_declares_group_needs_and_inputs():
+    from t2po_cli.algo.registry import estimator_names
+    from t2po_cli.errors import ConfigError
+
+    assert set(estimator_names()) >= {"grpo", "gigpo", "rloo", "ppo", "a2tgpo"}
+    assert get_estimator("ppo").min_group_size == 1 and get_estimator("ppo").needs_values
+    assert get_estimator("grpo").min_group_size == 2 and not get_estimator("grpo").needs_values
+    assert get_estimator("a2tgpo").needs_gold_answers
+    with pytest.raises(ConfigError, match=r"algo\.name='dpo' is not one of"):
+        get_estimator("dpo")
+
+
+def test_algo_config_sections_are_the_estimators_params():
     from t2po_cli.config.schema import AlgoConfig
 
-    p = A.AdvantageParams.from_config(AlgoConfig(norm="mean_norm", invalid_action_penalty_coef=0.2))
-    assert p.norm == "mean_norm" and p.penalty == pytest.approx(0.2)
+    cfg = AlgoConfig()
+    for name in ("grpo", "gigpo", "rloo", "ppo", "a2tgpo"):
+        assert isinstance(getattr(cfg, name), get_estimator(name).params)
+    assert AlgoConfig(invalid_action_penalty_coef=0.2).penalty == pytest.approx(0.2)
+    assert AlgoConfig(use_invalid_action_penalty=False).penalty == 0.0
 
 
 def test_rowbatch_shape_check():

@@ -56,7 +56,7 @@ def _run(generate_finished: bool) -> tuple[list[list[int]], Any, dict[str, float
                  encode_prompt=lambda msg: [int(msg.split()[1])], generate=generate,
                  params=SamplingParams(max_new_tokens=2), max_turns=3, history_length=0, turn_hook=sampler,
                  generate_finished=generate_finished)
-    return calls, ro, sampler.metrics()
+    return calls, ro, ro.hook_metrics  # the turn hook's metrics travel inside the Rollout
 
 
 def test_intended_generates_for_active_envs_only() -> None:

@@ -27,7 +27,7 @@ def _run(tmp_path: Path, uri: str, name: str, exp_id: str | None = None) -> tupl
     from omegaconf import OmegaConf
 
     from t2po_cli.config.compose import compose_config
-    from t2po_cli.jobs.run_folder import create_run_folder
+    from t2po_cli.run_folder import create_run_folder
 
     composed = compose_config([f"runs_root={tmp_path}", f"tracking.tracking_uri={uri}", "trainer=ci",
                                f"experiment_name={name}"])

@@ -9,7 +9,7 @@ import pytest
 
 from t2po_cli.config.compose import compose_config
 from t2po_cli.errors import UserError
-from t2po_cli.jobs.run_folder import RunFolder, create_run_folder, find_runs
+from t2po_cli.run_folder import RunFolder, create_run_folder, find_runs
 from t2po_cli.tracking.jsonl import MetricsWriter, read_metrics
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from t2po_cli.cli.app import main
-from t2po_cli.config.compose import sweeps_dir
 from t2po_cli.config.sweep import expand, load_sweep_file, parse_sweep, validate_sweep
 from t2po_cli.errors import ConfigError
+from t2po_cli.paths import sweeps_dir
 
 # Shipped sweeps and their point counts (ablations × grid × seeds).
 SHIPPED = {"tau_sensitivity": 9, "eta_sensitivity": 12, "t2po_ablation": 12, "t2po_vs_baselines": 15}
@@ -23,11 +23,11 @@ def _spec(**kw):
 
 
 def test_expansion_counts_and_names() -> None:
-    pts = expand(_spec(grid={"t2po.tti.epsilon": ["1e-4", "1e-3", "1e-2"], "t2po.tds.eta": [0.1, 0.3]},
+    pts = expand(_spec(grid={"t2po.tti.tau": ["1e-4", "1e-3", "1e-2"], "t2po.tds.eta": [0.1, 0.3]},
                        seeds=[0, 1]))
     assert len(pts) == 3 * 2 * 2
     assert pts[0].name == "tau-1e-4_eta-0.1_s0"
-    assert pts[0].overrides == ("t2po.tti.epsilon=1e-4", "t2po.tds.eta=0.1", "trainer.seed=0")
+    assert pts[0].overrides == ("t2po.tti.tau=1e-4", "t2po.tds.eta=0.1", "trainer.seed=0")
     assert len({p.name for p in pts}) == len(pts)
     abl = expand(_spec(base=["env=webshop"], ablations={"on": ["t2po=on"], "off": ["t2po=off"]}, seeds=[0, 1, 2]))
     assert len(abl) == 6 and abl[0].overrides == ("env=webshop", "t2po=on", "trainer.seed=0")
@@ -80,7 +80,7 @@ def test_cli_dry_run_from_flags(runs_root: Path, capsys) -> None:
                f"runs_root={runs_root}"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and len(out["points"]) == 4
-    assert "t2po.tti.epsilon=1e-4" in out["points"][0]["overrides"]
+    assert "t2po.tti.tau=1e-4" in out["points"][0]["overrides"]
     assert list(runs_root.iterdir()) == []
 
 
@@ -99,7 +99,7 @@ def test_cli_dry_run_from_file_with_slurm_shows_sbatch(runs_root: Path, capsys) 
         (["sweep", "--env", "webshop", "--t2po", "on,maybe"], "--t2po value"),
         (["sweep", "--seeds", "0,x"], "--seeds"),
         (["sweep", "--tau", "1e-4,", "--dry-run"], "comma-separated"),
-        (["sweep", "--tau", "1e-4,-1", "--dry-run"], "t2po.tti.epsilon=-1"),
+        (["sweep", "--tau", "1e-4,-1", "--dry-run"], "t2po.tti.tau=-1"),
         (["sweep", "--seeds", "0,1", "--launcher", "slurm", "--dry-run"], "needs a profile"),
         (["sweep", "--seeds", "0,1", "--launcher", "slurm", "--profile", "nope", "--dry-run"], "no Slurm profile"),
         (["sweep", "nope.yaml"], "not found"),
@@ -117,7 +117,7 @@ def test_cli_user_errors_exit_2(argv: list[str], needle: str, capsys) -> None:
 FAKE_LOOP = textwrap.dedent('''
     import os, time
     from pathlib import Path
-    def train_run(run_dir):
+    def train_run(run_dir, progress=None):
         Path(run_dir, "ran_pinned_code").write_text(__file__)
         if os.environ.get("FAKE_FAIL", "@none@") in str(run_dir):
             raise RuntimeError("planned failure")

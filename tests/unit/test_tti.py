@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from t2po_cli.config.schema import RunConfig
 from t2po_cli.errors import ConfigError
-from t2po_cli.hooks.factory import build_hooks, effective_max_think_tokens
+from t2po_cli.hooks.factory import build_hooks
+from t2po_cli.hooks.settings import T2POConfig
 from t2po_cli.hooks.tti import (
     BUDGET,
     STAGNATION,
@@ -74,18 +74,18 @@ def test_twenty_scores_do_not_fire() -> None:
     assert reports[0]["interventions"] == []
 
 
-def test_a_change_of_exactly_epsilon_is_no_change() -> None:
+def test_a_change_of_exactly_tau_is_no_change() -> None:
     eps = 2.0**-14  # exact in float32, so the difference is exactly ε
     seq = [[0.25 + (t % 2) * eps] for t in range(21)]
-    emitted, _ = drive(ThinkingIntervention(params(epsilon=eps)), seq, start_in_think=[True])
+    emitted, _ = drive(ThinkingIntervention(params(tau=eps)), seq, start_in_think=[True])
     assert column(emitted)[20] == CLOSE
     # Just above ε resets the counter at every step: never fires.
     seq = [[0.25 + (t % 2) * 2 * eps] for t in range(40)]
-    emitted, _ = drive(ThinkingIntervention(params(epsilon=eps)), seq, start_in_think=[True])
+    emitted, _ = drive(ThinkingIntervention(params(tau=eps)), seq, start_in_think=[True])
     assert CLOSE not in column(emitted)
 
 
-def test_default_epsilon_boundary_in_float32() -> None:
+def test_default_tau_boundary_in_float32() -> None:
     seq = [[(t % 2) * 1e-4] for t in range(21)]  # |Δ| = float32(1e-4) = ε in the signal's dtype
     emitted, _ = drive(ThinkingIntervention(params()), seq, start_in_think=[True])
     assert column(emitted)[20] == CLOSE
@@ -327,12 +327,12 @@ def test_resolve_think_ids() -> None:
         resolve_think_ids(_Tokenizer({"<think>": [1], "</think>": [2, 3, 4]}))
 
 
-def cfg_with(tti: bool, tds: bool, **kw) -> RunConfig:
-    cfg = RunConfig()
-    cfg.t2po.tti.enabled, cfg.t2po.tds.enabled = tti, tds
+def cfg_with(tti: bool, tds: bool, **kw) -> T2POConfig:
+    cfg = T2POConfig()
+    cfg.tti.enabled, cfg.tds.enabled = tti, tds
     for key, value in kw.items():
         section, name = key.split("__")
-        setattr(getattr(cfg.t2po, section) if section in ("tti", "tds") else getattr(cfg, section), name, value)
+        setattr(getattr(cfg, section), name, value)
     return cfg
 
 
@@ -351,13 +351,14 @@ def test_build_hooks_switches() -> None:
 
 
 def test_effective_think_budget_and_released_state_sharing() -> None:
-    cfg = cfg_with(True, False, env__max_think_tokens=450)
-    assert effective_max_think_tokens(cfg) == 450
-    cfg.t2po.tti.max_think_tokens = 100
-    assert effective_max_think_tokens(cfg) == 100
-    assert cfg.env.max_think_tokens == 450  # config never mutated
-    cfg.t2po.compat = "released"
+    cfg = cfg_with(True, False)
+    factory, _ = build_hooks(cfg, (OPEN, CLOSE), "train", 300, env_max_think_tokens=450)
+    assert factory is not None and factory.params.max_think_tokens == 450  # the env default
+    cfg.tti.max_think_tokens = 100
+    factory, _ = build_hooks(cfg, (OPEN, CLOSE), "train", 300, env_max_think_tokens=450)
+    assert factory is not None and factory.params.max_think_tokens == 100  # t2po.tti wins
+    cfg.compat = "released"
     train, _ = build_hooks(cfg, (OPEN, CLOSE), "train", 300)
     val, _ = build_hooks(cfg, (OPEN, CLOSE), "val", 300, released_state=train.released_state)
-    assert train.released_signal and val.released_state is train.released_state
+    assert train.params.released and val.released_state is train.released_state
     assert train().released_state is train().released_state

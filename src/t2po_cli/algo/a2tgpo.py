@@ -1,6 +1,6 @@
 """A²TGPO: information-gain turn advantages and adaptive turn-level clipping (a2tgpo.md, errata 17-21).
 
-Row layout (``a2tgpo.ig_context = next_prompt``, our default): one row per turn, rows of a trajectory are
+Row layout (``algo.a2tgpo.ig_context = next_prompt``, our default): one row per turn, rows of a trajectory are
 turns 0 … T_i−1 (0-based), the last row is the answer turn. The gold-answer log-prob ℓ is measured once per
 row on **that row's prompt** plus the forced answer (``algo.ig_probe``): row 0's prompt is the query-only
 context (ℓ_{i,0}) and row k's prompt is the context through o_k (ℓ_{i,k}). Hence the IG of process turn
@@ -8,7 +8,7 @@ y_{k+1} (row k) is ℓ[row k+1] − ℓ[row k] (a2tgpo.md §2.1-2.3).
 
 Public API (what the trainer loop calls)::
 
-    p    = params_from_config(cfg.a2tgpo)                  # preset table + explicit keys (§8)
+    p    = ESTIMATOR.settings(cfg.algo.a2tgpo)              # algo.estimators.a2tgpo: presets resolved (§8)
     ell  = ig_probe.gold_answer_logprobs(policy, ctx_ids, answer_ids, pad_id, score_mask=gold_masks)
     res  = compute_a2tgpo_advantages(rows, ell, p)           # rows: algo.advantages.RowBatch
     res.advantages [N], res.clip_scale [N], res.stats {a2tgpo/* key: float}, res.warning (str | None)
@@ -28,121 +28,19 @@ statistics are the true values (20); the paper's formulas are the reference (21)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from t2po_cli.algo.advantages import RowBatch, traj_order
 
+if TYPE_CHECKING:
+    from t2po_cli.algo.estimators.a2tgpo import A2TGPOParams
+
 
 class InformationGainError(RuntimeError):
     """The IG computation failed (non-finite or missing log-probs); never silently dropped (errata 18)."""
-
-
-@dataclass(frozen=True)
-class A2TGPOParams:
-    """Resolved A²TGPO settings; the comments give the a2tgpo.md §8 row."""
-
-    ig_form: str = "logprob"
-    """Row 1: ``logprob`` (ℓ_t − ℓ_{t−1}, released) or ``prob`` (p_t − p_{t−1}, paper Eq. 3)."""
-    ig_weight: float = 0.3
-    """Row 2: λ in Â = λ·D/√n + R̂."""
-    ig_baseline: str = "query"
-    """Row 3: ``query`` (turn 1 measured against the query-only context) or ``first_turn`` (seed only)."""
-    ig_measure: str = "after_observation"
-    """Row 4: ``after_observation`` or ``released_cuts`` (token layout only)."""
-    loss_agg: str = "token-mean"
-    """Row 5: ``token-mean`` or ``seq-mean-token-mean`` (per trajectory, then over trajectories)."""
-    var_eps: float = 1e-8
-    """Row 6: ε_var inside the population std."""
-    eps: float = 1e-6
-    """Row 6: ε added to σ."""
-    turn_spans: str = "explicit"
-    """Row 7: ``explicit`` (recorded) or ``advantage_runs`` (inferred, released)."""
-    ig_drop_zero: bool = False
-    """Row 8: drop IG values of exactly 0 (released)."""
-    log_ratio_clamp: float | None = 10.0
-    """Row 10: upper clamp of the turn mean log-ratio; None = off."""
-    clip_beta: float = 0.3
-    """Row 11: β of the clip scale c = 1 + β(2σ(îg) − 1)."""
-    gamma: float = 1.0
-    """Row 12: γ of the accumulation."""
-    clip_eps_low: float = 3e-3
-    """ε_low of the turn-level ratio (GSPO scale)."""
-    clip_eps_high: float = 4e-3
-    """ε_high of the turn-level ratio."""
-    clip_adaptive: bool = True
-    """False sets c ≡ 1 (the β = 0 ablation)."""
-    variance_rescale: bool = True
-    """Divide D by √n (paper Table 2 ablation "+ D/√n rescaling")."""
-
-
-_DEFAULT = A2TGPOParams()
-PRESETS: dict[str, A2TGPOParams] = {
-    # default: structure from the paper, numbers from the released scripts (§8).
-    "default": _DEFAULT,
-    # paper: rows 1-5 from the paper; ε_var = 0, ε = 1e-6; rows 7-8 explicit/false; the clamp is kept.
-    "paper": replace(_DEFAULT, ig_form="prob", ig_weight=1.0, loss_agg="seq-mean-token-mean", var_eps=0.0),
-    # released: every row from the released column; rows 7-9 emulated on the token layout.
-    "released": replace(
-        _DEFAULT, ig_baseline="first_turn", ig_measure="released_cuts", turn_spans="advantage_runs",
-        ig_drop_zero=True,
-    ),
-}
-
-
-def resolve_params(preset: str, **overrides: object) -> A2TGPOParams:
-    """The preset's settings with every non-None override applied (explicit keys win, §8).
-
-    Args:
-        preset: ``default``, ``paper`` or ``released``.
-        **overrides: ``A2TGPOParams`` field values; None means "take the preset's".
-
-    Returns:
-        ``A2TGPOParams``.
-    """
-    if preset not in PRESETS:
-        raise ValueError(f"a2tgpo preset {preset!r} is not one of {tuple(PRESETS)}")
-    names = {f.name for f in fields(A2TGPOParams)}
-    unknown = set(overrides) - names
-    if unknown:
-        raise ValueError(f"unknown A2TGPO settings: {sorted(unknown)}")
-    return replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
-
-
-# Config values of a2tgpo.ig_form (kept as validate.py checks them) → the spec's names.
-_FORM_NAMES = {"log": "logprob", "linear": "prob"}
-
-
-def params_from_config(cfg: object) -> A2TGPOParams:
-    """Resolve an ``A2TGPOConfig`` (duck-typed: ``algo/`` imports no config module).
-
-    Args:
-        cfg: object with the ``A2TGPOConfig`` fields.
-
-    Returns:
-        ``A2TGPOParams``.
-    """
-    form = getattr(cfg, "ig_form")  # noqa: B009 - duck-typed config object
-    return resolve_params(
-        getattr(cfg, "preset"),  # noqa: B009
-        ig_form=_FORM_NAMES.get(form, form),
-        ig_weight=getattr(cfg, "ig_weight"),  # noqa: B009
-        ig_baseline=getattr(cfg, "ig_baseline"),  # noqa: B009
-        ig_measure=getattr(cfg, "ig_measure"),  # noqa: B009
-        loss_agg=getattr(cfg, "loss_agg"),  # noqa: B009
-        var_eps=getattr(cfg, "norm_var_eps"),  # noqa: B009
-        eps=getattr(cfg, "norm_eps"),  # noqa: B009
-        turn_spans=getattr(cfg, "turn_spans"),  # noqa: B009
-        ig_drop_zero=getattr(cfg, "ig_drop_zero"),  # noqa: B009
-        log_ratio_clamp=getattr(cfg, "log_ratio_clamp"),  # noqa: B009
-        clip_beta=getattr(cfg, "clip_beta"),  # noqa: B009
-        gamma=getattr(cfg, "gamma"),  # noqa: B009
-        clip_eps_low=getattr(cfg, "clip_eps_low"),  # noqa: B009
-        clip_eps_high=getattr(cfg, "clip_eps_high"),  # noqa: B009
-        clip_adaptive=getattr(cfg, "clip_adaptive"),  # noqa: B009
-        variance_rescale=getattr(cfg, "variance_rescale"),  # noqa: B009
-    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -153,21 +51,21 @@ def params_from_config(cfg: object) -> A2TGPOParams:
 def ig_from_points(ell: torch.Tensor, form: str) -> torch.Tensor:
     """Differences of consecutive measurements of one trajectory (§2.2).
 
-        logprob: ig_t = ℓ_t − ℓ_{t−1};    prob: ig_t = exp(ℓ_t) − exp(ℓ_{t−1})
+        log: ig_t = ℓ_t − ℓ_{t−1};    linear: ig_t = exp(ℓ_t) − exp(ℓ_{t−1})
 
     Args:
         ell: mean gold-token log-probs ℓ_0 … ℓ_K at consecutive points, ``FloatTensor[K+1]``.
-        form: ``logprob`` or ``prob``.
+        form: ``log`` or ``linear`` (``algo.a2tgpo.ig_form``).
 
     Returns:
         ig_1 … ig_K, ``FloatTensor[K]``.
     """
-    if form == "logprob":
+    if form == "log":
         x = ell.float()
-    elif form == "prob":
+    elif form == "linear":
         x = ell.float().exp()
     else:
-        raise ValueError(f"IG form {form!r} is not 'logprob' or 'prob'")
+        raise ValueError(f"IG form {form!r} is not 'log' or 'linear'")
     return x[1:] - x[:-1]
 
 
@@ -282,7 +180,7 @@ def turn_group_normalize(
         has_ig: ``BoolTensor[N]``.
         group_id: prompt uid, ``LongTensor[N]``.
         ordinal: ``ig_ordinal`` output, ``LongTensor[N]``.
-        p: settings (``var_eps``, ``eps``).
+        p: settings (``norm_var_eps``, ``norm_eps``).
 
     Returns:
         (îg ``[N]``, raw population std of G_{q,t} ``[N]``, |G_{q,t}| ``[N]``; std and size are 0 where no
@@ -291,7 +189,7 @@ def turn_group_normalize(
     sel = has_ig.nonzero().squeeze(-1)
     # One key per (uid, ordinal); ordinal < N so the product key cannot collide.
     key = group_id[sel] * (len(ig) + 1) + ordinal[sel]
-    z, std, count = population_zscore(ig[sel], key, p.var_eps, p.eps)
+    z, std, count = population_zscore(ig[sel], key, p.norm_var_eps, p.norm_eps)
     out = [torch.zeros(ig.shape) for _ in range(3)]
     for buf, val in zip(out, (z, std, count), strict=True):
         buf[sel] = val
@@ -303,14 +201,14 @@ def outcome_normalize(rows: RowBatch, p: A2TGPOParams) -> torch.Tensor:
 
     Args:
         rows: the batch (``episode_reward`` is R_i on every row of trajectory i).
-        p: settings (``var_eps``, ``eps``).
+        p: settings (``norm_var_eps``, ``norm_eps``).
 
     Returns:
         R̂ per row, ``FloatTensor[N]``.
     """
     traj, tinv = torch.unique(rows.traj_id, return_inverse=True)
     first = torch.zeros(traj.numel(), dtype=torch.long).scatter_(0, tinv.flip(0), torch.arange(len(rows)).flip(0))
-    z, _, _ = population_zscore(rows.episode_reward[first], rows.group_id[first], p.var_eps, p.eps)
+    z, _, _ = population_zscore(rows.episode_reward[first], rows.group_id[first], p.norm_var_eps, p.norm_eps)
     return z[tinv]
 
 
@@ -446,9 +344,9 @@ def compute_a2tgpo_advantages(rows: RowBatch, gold_logps: torch.Tensor, p: A2TGP
     stats = a2tgpo_stats(rows, ig, has_ig, ig_norm, group_std, group_size, ordinal, c, outcome, adv)
     median = stats.get("a2tgpo/ig_raw_group_std_median")
     warning = None
-    if median is not None and median < 10 * p.eps:
+    if median is not None and median < 10 * p.norm_eps:
         warning = (
-            f"a2tgpo: median IG turn-group std {median:.3g} < 10·eps = {10 * p.eps:.3g}; the process signal "
+            f"a2tgpo: median IG turn-group std {median:.3g} < 10·eps = {10 * p.norm_eps:.3g}; the process signal "
             f"is collapsing to 0 (ig_form={p.ig_form}; the log form gives larger IG, a2tgpo.md §2.2)"
         )
     return A2TGPOResult(adv, c, ig, ig_norm, has_ig, outcome, stats, warning)

@@ -4,13 +4,8 @@ One training row = one active environment turn (gigpo.md §1). Every estimator i
 ``RowBatch`` (tensors of shape ``[N]``, N rows) and returns ``FloatTensor[N]``; the trainer broadcasts a row's
 advantage to that row's response tokens (``broadcast_to_tokens`` in ``algo.losses``).
 
-Public API (what the trainer loop calls)::
-
-    rows = RowBatch(episode_reward, step_reward, group_id, traj_id, turn, invalid, anchor_obs)
-    out  = compute_advantages(cfg.algo.name, rows, AdvantageParams.from_config(cfg.algo), values=None)
-    out.advantages  # FloatTensor[N]  one advantage per row
-    out.returns     # FloatTensor[N]  = advantages (critic-free, gigpo.md §7) or GAE returns (ppo)
-    out.stats       # {metric key: float}; keys are the strings in tracking/keys.py
+The estimators themselves (``algo/estimators/<name>.py``) combine these functions; the trainer calls them
+through ``algo.registry`` and never names one.
 
 Building blocks (each tested on hand-computed numbers): ``row_scores`` (S_i, §2), ``step_returns`` (G_t, §4),
 ``episode_advantage`` (A^E, §3 / GRPO §8), ``anchor_groups`` + ``similarity_clusters`` (§5),
@@ -26,13 +21,18 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+from t2po_cli.tracking import keys
+
+if TYPE_CHECKING:
+    from t2po_cli.algo.estimators.gigpo import GiGPOParams
 
 EPS = 1e-6
 """Epsilon added to the group std (gigpo.md §3, §6)."""
 NORMS = ("mean_norm", "mean_std_norm")
-ESTIMATORS = ("grpo", "gigpo", "rloo", "ppo")
 
 
 @dataclass(frozen=True)
@@ -69,56 +69,6 @@ class RowBatch:
 
     def __len__(self) -> int:
         return int(self.episode_reward.shape[0])
-
-
-@dataclass(frozen=True)
-class AdvantageParams:
-    """The estimator settings; field names mirror ``AlgoConfig`` (gigpo.md §8 for the released names)."""
-
-    norm: str = "mean_std_norm"
-    """``mean_norm`` (w/o std) or ``mean_std_norm`` (w/ std), for both GiGPO levels and GRPO."""
-    cross_step_stats: bool = True
-    """Group statistics over every turn row (true, released) or once per trajectory (``vanilla``)."""
-    gamma: float = 0.95
-    """γ of the step returns (GiGPO) and of GAE (PPO)."""
-    gae_lambda: float = 0.95
-    """λ of GAE (PPO)."""
-    step_advantage_w: float = 1.0
-    """w in A = A^E + w·A^S."""
-    similarity_grouping: bool = False
-    """Cluster anchor observations by difflib ratio instead of exact string equality."""
-    similarity_threshold: float = 0.95
-    """Ratio threshold in (0, 1) of similarity grouping."""
-    use_invalid_action_penalty: bool = True
-    """Subtract κ from invalid rows' score and step return."""
-    invalid_action_penalty_coef: float = 0.1
-    """κ."""
-
-    @property
-    def penalty(self) -> float:
-        """The κ actually applied (0 when the penalty is off)."""
-        return self.invalid_action_penalty_coef if self.use_invalid_action_penalty else 0.0
-
-    @classmethod
-    def from_config(cls, algo_cfg: object) -> AdvantageParams:
-        """Read the same-named fields of an ``AlgoConfig`` (duck-typed: ``algo/`` imports no config)."""
-        names = cls.__dataclass_fields__.keys()
-        return cls(**{name: getattr(algo_cfg, name) for name in names})
-
-
-@dataclass(frozen=True)
-class AdvantageResult:
-    """What ``compute_advantages`` returns.
-
-    Attributes:
-        advantages: A_i per row, ``FloatTensor[N]``.
-        returns: value targets per row, ``FloatTensor[N]`` (equal to ``advantages`` without a critic).
-        stats: metric key → value, for ``tracking``.
-    """
-
-    advantages: torch.Tensor
-    returns: torch.Tensor
-    stats: dict[str, float]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -360,20 +310,21 @@ def step_advantage(returns: torch.Tensor, cluster_id: torch.Tensor, norm: str) -
     return (g - mean) / (std + EPS)
 
 
-def gigpo_advantages(rows: RowBatch, p: AdvantageParams) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def gigpo_advantages(rows: RowBatch, p: GiGPOParams, penalty: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """GiGPO final advantage A = A^E + w·A^S (GiGPO Eq. 8, gigpo.md §7).
 
     Args:
         rows: the batch.
-        p: settings (norm, cross_step_stats, gamma, step_advantage_w, similarity_*, penalty).
+        p: settings (``algo.gigpo``: norm, cross_step_stats, gamma, step_advantage_w, similarity_*).
+        penalty: κ, the invalid-action penalty (0 when off).
 
     Returns:
         (A ``FloatTensor[N]``, parts): parts holds ``scores`` S, ``episode`` A^E, ``step_returns`` G,
         ``step`` A^S and ``cluster`` ids, each ``[N]``.
     """
-    scores = row_scores(rows.episode_reward, rows.invalid, p.penalty)
+    scores = row_scores(rows.episode_reward, rows.invalid, penalty)
     a_e = episode_advantage(scores, rows.group_id, rows.traj_id, p.norm, p.cross_step_stats)
-    g = step_returns(rows.step_reward, rows.traj_id, rows.turn, rows.invalid, p.gamma, p.penalty)
+    g = step_returns(rows.step_reward, rows.traj_id, rows.turn, rows.invalid, p.gamma, penalty)
     cluster = anchor_groups(rows, p.similarity_grouping, p.similarity_threshold)
     a_s = step_advantage(g, cluster, p.norm)
     parts = {"scores": scores, "episode": a_e, "step_returns": g, "step": a_s, "cluster": cluster}
@@ -452,56 +403,17 @@ def gae_advantages(
 
 
 # --------------------------------------------------------------------------------------------------------
-# Dispatcher
+# Statistics
 # --------------------------------------------------------------------------------------------------------
 
 
-def _envelope(prefix: str, x: torch.Tensor) -> dict[str, float]:
-    """``{prefix/mean, prefix/max, prefix/min}`` of a 1-D tensor (gigpo.md §9 ``critic/*`` names)."""
-    if x.numel() == 0:
+def advantage_stats(adv: torch.Tensor) -> dict[str, float]:
+    """``critic/advantages/{mean,max,min}`` of the step's advantages ``[N]`` (gigpo.md §9 names)."""
+    if adv.numel() == 0:
         return {}
-    x = x.float()
-    return {f"{prefix}/mean": float(x.mean()), f"{prefix}/max": float(x.max()), f"{prefix}/min": float(x.min())}
-
-
-def compute_advantages(
-    name: str, rows: RowBatch, p: AdvantageParams, values: torch.Tensor | None = None
-) -> AdvantageResult:
-    """Advantages of one step for ``algo.name`` ∈ {grpo, gigpo, rloo, ppo}.
-
-    ``a2tgpo`` lives in ``algo.a2tgpo.compute_a2tgpo_advantages`` because it also needs the gold-answer
-    log-probs of the information-gain pass.
-
-    Args:
-        name: estimator name.
-        rows: the batch (N rows).
-        p: settings (``AdvantageParams.from_config(cfg.algo)``).
-        values: PPO only: V per row, ``FloatTensor[N]``.
-
-    Returns:
-        ``AdvantageResult`` with advantages and returns ``[N]`` and ``critic/advantages/*`` statistics.
-    """
-    scores = row_scores(rows.episode_reward, rows.invalid, p.penalty)
-    if name == "gigpo":
-        adv, _ = gigpo_advantages(rows, p)
-        returns = adv
-    elif name == "grpo":
-        adv = episode_advantage(scores, rows.group_id, rows.traj_id, p.norm, p.cross_step_stats)
-        returns = adv
-    elif name == "rloo":
-        adv = rloo_advantages(scores, rows.group_id)
-        returns = adv
-    elif name == "ppo":
-        if values is None:
-            raise ValueError("ppo needs per-row values (the value head's output)")
-        # §2: the invalid penalty sits on the row's own reward; GAE then propagates it like any reward.
-        rewards = rows.step_reward.float() - p.penalty * rows.invalid.float()
-        adv, returns = gae_advantages(rewards, values, rows.traj_id, rows.turn, p.gamma, p.gae_lambda)
-    elif name == "a2tgpo":
-        raise ValueError("a2tgpo advantages need the IG pass: call algo.a2tgpo.compute_a2tgpo_advantages")
-    else:
-        raise ValueError(f"unknown advantage estimator {name!r}; expected one of {ESTIMATORS}")
-    # Only ``critic/advantages/*`` is defined in tracking/keys.py; score/returns envelopes are left to the
-    # trainer until their keys exist (metric keys are defined once, design.md §2.8).
-    stats = _envelope("critic/advantages", adv)
-    return AdvantageResult(advantages=adv, returns=returns, stats=stats)
+    x = adv.float()
+    return {
+        keys.ADVANTAGE_MEAN: float(x.mean()),
+        keys.ADVANTAGE_MAX: float(x.max()),
+        keys.ADVANTAGE_MIN: float(x.min()),
+    }

@@ -17,10 +17,14 @@ Public API::
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
-from t2po_cli.algo.a2tgpo import A2TGPOParams, ig_from_points
+from t2po_cli.algo.a2tgpo import ig_from_points
+
+if TYPE_CHECKING:
+    from t2po_cli.algo.estimators.a2tgpo import A2TGPOParams
 
 
 def _segment_keys(mask: torch.Tensor, segment_ids: torch.Tensor | None) -> torch.Tensor:

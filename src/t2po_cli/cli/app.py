@@ -57,7 +57,7 @@ for _mod in ("envs", "serve", "warmstart", "evaluate", "sweep", "sync", "report"
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point. Returns the exit code."""
-    from t2po_cli.cli.console import err
+    from t2po_cli.console import err
     from t2po_cli.errors import UserError
 
     args = sys.argv[1:] if argv is None else argv

@@ -11,7 +11,8 @@ from t2po_cli.errors import UserError
 
 def _recipe_files() -> dict[str, Path]:
     """Every recipe and sweep file by display name (``group/name``, ``train``, ``sweeps/name``)."""
-    from t2po_cli.config.compose import RECIPE_GROUPS, ROOT_CONFIG, recipes_dir, sweeps_dir
+    from t2po_cli.config.compose import RECIPE_GROUPS
+    from t2po_cli.paths import ROOT_CONFIG, recipes_dir, sweeps_dir
 
     root = recipes_dir()
     files = {ROOT_CONFIG: root / f"{ROOT_CONFIG}.yaml"}
@@ -47,7 +48,7 @@ def ls_cmd(
     """
     from rich.table import Table
 
-    from t2po_cli.cli.console import emit_json, err, hint
+    from t2po_cli.console import emit_json, err, hint
 
     files = _recipe_files()
     groups: dict[str, list[str]] = {}
@@ -115,8 +116,8 @@ def validate_cmd(
 
     Example: t2po validate            (or: t2po validate env/alfworld sweeps/tau_sensitivity)
     """
-    from t2po_cli.cli.console import emit_json, err, hint
     from t2po_cli.config.compose import compose_config
+    from t2po_cli.console import emit_json, err, hint
 
     files = _recipe_files()
     keys = [_resolve_name(n)[0] for n in names] if names else list(files)

@@ -70,7 +70,7 @@ def doctor_cmd(
     """
     from rich.table import Table
 
-    from t2po_cli.cli.console import emit_json, err, hint
+    from t2po_cli.console import emit_json, err, hint
 
     info = collect(tracking_uri)
     if json_out:

@@ -9,12 +9,10 @@ import typer
 
 from t2po_cli.errors import UserError
 
-DEFAULT_MAX_TURNS = {"webshop": 15, "alfworld": 50, "searchqa": 4}
-"""envs.md §1 turn limits."""
 POLICIES = ("human", "expert", "demo", "random")
 
 envs_app = typer.Typer(
-    help="Inspect and play the environments (webshop, alfworld, searchqa).\n\nExample: t2po envs list",
+    help="Inspect and play the environment families.\n\nExample: t2po envs list",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -45,7 +43,7 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print the list
     """
     from rich.table import Table
 
-    from t2po_cli.cli.console import emit_json, err, hint
+    from t2po_cli.console import emit_json, err, hint
 
     rows = []
     for name, fam in _families():
@@ -53,7 +51,7 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print the list
             "name": name,
             "available": fam is not None,
             "template_version": fam.template_version if fam else None,
-            "max_turns": DEFAULT_MAX_TURNS[name],
+            "max_turns": fam.max_turns if fam else None,
             "stop_strings": list(fam.stop_strings) if fam else [],
             "gold_answers": bool(fam and fam.has_gold_answers),
         })
@@ -70,37 +68,40 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print the list
     hint("t2po envs play --env webshop --policy expert --episodes 20")
 
 
+def _show_goal(task: Any) -> None:
+    """The task a person is asked to solve, before its first screen (WebShop's first page shows only 'Search')."""
+    from t2po_cli.console import err
+
+    err.rule("new episode")
+    err.print(f"goal: {task.instruction}", highlight=False, markup=False)
+
+
 def _human_response(fam: Any, obs: str, info: dict[str, Any]) -> str | None:
     """Show the page and the admissible actions; read one action line (None on EOF or 'quit')."""
-    from t2po_cli.cli.console import err
+    from t2po_cli.console import err
 
     err.rule()
     err.print(info.get("anchor_obs") or obs, highlight=False, markup=False)
     if info.get("admissible"):
         err.print("admissible: " + " | ".join(info["admissible"]), highlight=False, markup=False)
-    if fam.name == "searchqa":
-        err.print("type <search>query</search> or <answer>text</answer> (quit to stop)", markup=False)
-    else:
-        err.print("type one action, e.g. search[red shoes] or click[buy now] (quit to stop)", markup=False)
+    err.print(f"{fam.input_hint} (quit to stop)", markup=False)
     err.print("> ", end="", markup=False)
     line = sys.stdin.readline()
     if not line or line.strip() == "quit":
         return None
-    if fam.name == "searchqa":
-        return line.strip()
-    # Wrap the typed action in the trained format so it goes through the same projection.
-    return f"<think>human</think>\n<action>{line.strip()}</action>"
+    # The typed line goes through the same projection as the model's text (EnvFamily.human_template).
+    return fam.human_template.format(line=line.strip())
 
 
 def run_episodes(env: str, policy: str, episodes: int, seed: int, backend: str, url: str | None,
                  split: str = "val", max_turns: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Play ``episodes`` tasks and return success rate, mean turns, invalid-action rate and mean reward."""
-    from t2po_cli.config.schema import EnvConfig
+    from t2po_cli.envs.base import EnvConfig
     from t2po_cli.envs.registry import get_family
 
     fam = get_family(env)
-    turns_cap = max_turns or DEFAULT_MAX_TURNS[env]
-    cfg = EnvConfig(name=env, backend=backend, url=url, max_turns=turns_cap)
+    cfg = EnvConfig(name=env, backend=backend, url=url, max_turns=max_turns)
+    turns_cap = fam.turn_limit(cfg)
     tasks = fam.sample_tasks(split, list(range(episodes)), seed, 1)
     makers = {"expert": fam.expert_policy, "demo": fam.demonstrator, "random": fam.random_policy}
     act = None if policy == "human" else makers[policy](seed)
@@ -112,6 +113,8 @@ def run_episodes(env: str, policy: str, episodes: int, seed: int, backend: str, 
             game = fam.make_env(cfg)
             try:
                 obs, info = game.reset(task)
+                if act is None:
+                    _show_goal(task)
                 for t in range(turns_cap):
                     response = _human_response(fam, obs, info) if act is None else act(task, obs, info, t)
                     if response is None:
@@ -153,7 +156,7 @@ class _progress:
     def __enter__(self) -> Any:
         from rich.progress import Progress
 
-        from t2po_cli.cli.console import err
+        from t2po_cli.console import err
 
         self._bar = Progress(console=err, transient=True, disable=not (self.enabled and err.is_terminal))
         self._bar.start()
@@ -166,7 +169,7 @@ class _progress:
 
 @envs_app.command("play")
 def play_cmd(
-    env: str = typer.Option(..., "--env", help="webshop, alfworld or searchqa."),
+    env: str = typer.Option(..., "--env", help="An env family (`t2po envs list`), e.g. webshop."),
     policy: str = typer.Option(
         "expert", "--policy", help="human (you type actions), expert, demo (the warm-start demonstrator) or random."
     ),
@@ -182,7 +185,7 @@ def play_cmd(
 
     Example: t2po envs play --env webshop --policy expert --episodes 200 --json
     """
-    from t2po_cli.cli.console import emit_json, err, hint
+    from t2po_cli.console import emit_json, err, hint
 
     if policy not in POLICIES:
         raise UserError(f"unknown --policy '{policy}'; choose one of {', '.join(POLICIES)}")
@@ -215,7 +218,7 @@ def export_corpus_cmd(
     import json
     from pathlib import Path
 
-    from t2po_cli.cli.console import err, hint
+    from t2po_cli.console import err, hint
 
     if env != "searchqa":
         raise UserError(f"--env {env} has no retrieval corpus; use --env searchqa")

@@ -25,7 +25,7 @@ def eval_cmd(
     """
     import tempfile
 
-    from t2po_cli.cli.console import emit_json, err, hint
+    from t2po_cli.console import ConsoleProgress, emit_json, err, hint
 
     if (run is None) == (env is None):
         raise UserError("give either --run RUN_DIR or --env ENV [--model M]; e.g. t2po eval --env webshop")
@@ -36,7 +36,7 @@ def eval_cmd(
             raise UserError("--run takes no --model or overrides; the run folder fixes its config")
         from t2po_cli.trainer.evaluate import evaluate_run
 
-        result = evaluate_run(run, episodes, None if tti is None else tti == "on")
+        result = evaluate_run(run, episodes, None if tti is None else tti == "on", progress=ConsoleProgress())
     else:
         if tti is not None:
             raise UserError("--tti goes with --run; with --env use the override t2po.tti.enabled=true|false")
@@ -46,7 +46,7 @@ def eval_cmd(
 
         cfg = compose_config(flag_overrides(env=env, model=model) + list(overrides or [])).config
         with tempfile.TemporaryDirectory(prefix="t2po-eval-") as scratch:
-            result = evaluate_recipe(cfg, episodes, Path(scratch))
+            result = evaluate_recipe(cfg, episodes, Path(scratch), progress=ConsoleProgress())
     if json_out:
         emit_json(result)
     else:

@@ -17,7 +17,7 @@ def report_cmd(
     by: str = typer.Option(
         None, "--by",
         help="Comma-separated config keys that define a variant (default: env.name, algo.name, t2po.variant, "
-        "t2po.tti.epsilon, t2po.tds.eta, model.name). Seeds are always pooled.",
+        "t2po.tti.tau, t2po.tds.eta, model.name). Seeds are always pooled.",
     ),
     out: Path = typer.Option(
         None, "--out", "-o", help="Report folder (default: <first input>/report; an existing one gets a new name)."
@@ -30,7 +30,7 @@ def report_cmd(
 
     Example: t2po report runs/webshop --by t2po.variant,t2po.tds.eta --out reports/webshop
     """
-    from t2po_cli.cli.console import emit_json, err, hint
+    from t2po_cli.console import emit_json, err, hint
     from t2po_cli.report.build import build_report
     from t2po_cli.report.load import load_mlflow, load_paths, parse_keys
 
@@ -64,7 +64,7 @@ def report_cmd(
 def _print_table(rows: list[dict], summary: dict) -> None:
     from rich.table import Table
 
-    from t2po_cli.cli.console import err
+    from t2po_cli.console import err
 
     table = Table(title=f"t2po report: {summary['runs_total']} runs, {summary['runs_collapsed']} collapsed")
     for col in ("variant", "seeds", "final success", "best success", "collapse rate", "steps to collapse"):

@@ -17,7 +17,7 @@ serve_app = typer.Typer(
 
 def _run(server: Any, what: str, next_cmd: str) -> None:
     """Print where the server listens (stderr), then serve until Ctrl-C."""
-    from t2po_cli.cli.console import err, hint
+    from t2po_cli.console import err, hint
     from t2po_cli.envs.http_common import server_url
 
     url = server_url(server)
@@ -32,7 +32,7 @@ def _run(server: Any, what: str, next_cmd: str) -> None:
 
 
 def _bind(factory: Any, host: str, port: int, **kwargs: Any) -> Any:
-    from t2po_cli.cli.console import err
+    from t2po_cli.console import err
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/yellow] binding {host} exposes the server beyond this machine")

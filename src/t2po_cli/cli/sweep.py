@@ -75,13 +75,13 @@ def _build_spec(args: list[str], flags: dict[str, Any]) -> Any:
     from dataclasses import replace
 
     from t2po_cli.cli.train import T2PO_SWITCHES
-    from t2po_cli.config.sweep import SHORT_NAMES, load_sweep_file, parse_values, spec_from_flags
+    from t2po_cli.config.sweep import load_sweep_file, parse_values, short_key, spec_from_flags
 
     sweep_file, base, grid = _grid_from_args(args)
     for flag, key in (("env", "env"), ("algo", "algo"), ("model", "model")):
         if flags[flag]:
             base.insert(0, f"{key}={flags[flag]}")
-    for flag, key in (("tau", "t2po.tti.epsilon"), ("eta", "t2po.tds.eta"), ("t2po", "t2po")):
+    for flag, key in (("tau", "t2po.tti.tau"), ("eta", "t2po.tds.eta"), ("t2po", "t2po")):
         if flags[flag]:
             grid[key] = parse_values(flags[flag])
     for v in grid.get("t2po", []):
@@ -103,7 +103,7 @@ def _build_spec(args: list[str], flags: dict[str, Any]) -> Any:
     if not grid and not seeds:
         raise UserError("nothing to sweep; give a sweep file or axes, e.g. --tau 1e-4,1e-3 or --seeds 0,1,2")
     env = flags["env"] or "default"
-    name = flags["name"] or "_".join([env, *(SHORT_NAMES.get(k, k.rsplit(".", 1)[-1]) for k in grid)])
+    name = flags["name"] or "_".join([env, *(short_key(k) for k in grid)])
     return spec_from_flags(name, base, grid, seeds or [])
 
 
@@ -125,7 +125,7 @@ def _points_table(data: dict[str, Any], title: str) -> Any:
 
 
 def _report_failures(data: dict[str, Any]) -> int:
-    from t2po_cli.cli.console import err
+    from t2po_cli.console import err
     from t2po_cli.jobs.sweep_runner import failed_points, last_log_line
 
     failed = failed_points(data)
@@ -138,11 +138,11 @@ def run_cmd(
     args: list[str] = typer.Argument(
         None, help="A sweep file (sweeps/NAME.yaml) and/or KEY=V (fixed) or KEY=V1,V2 (an axis)."
     ),
-    env: str = typer.Option(None, "--env", "-e", help="Environment for every point: webshop, alfworld or searchqa."),
+    env: str = typer.Option(None, "--env", "-e", help="Environment for every point (`t2po envs list`), e.g. alfworld."),
     algo: str = typer.Option(None, "--algo", "-a", help="Algorithm for every point."),
     model: str = typer.Option(None, "--model", "-m", help="Model recipe for every point."),
     tau: str = typer.Option(
-        None, "--tau", help="Axis over τ (TTI stagnation threshold) = t2po.tti.epsilon, e.g. 1e-4,1e-3,1e-2."
+        None, "--tau", help="Axis over τ (TTI stagnation threshold) = t2po.tti.tau, e.g. 1e-4,1e-3,1e-2."
     ),
     eta: str = typer.Option(None, "--eta", help="Axis over η (TDS resample band edge) = t2po.tds.eta, e.g. 0.1,0.3."),
     t2po: str = typer.Option(None, "--t2po", help="Axis over the T2PO switches: any of on,off,tti,tds."),
@@ -165,7 +165,7 @@ def run_cmd(
     Example: t2po sweep --env alfworld --tau 1e-4,1e-3 --seeds 0,1 --max-parallel 2
     (or: t2po sweep sweeps/tau_sensitivity.yaml --launcher slurm --profile local-ci)
     """
-    from t2po_cli.cli.console import emit_json, err, hint
+    from t2po_cli.console import emit_json, err, hint
     from t2po_cli.jobs import sweep_runner as sr
 
     flags = {"env": env, "algo": algo, "model": model, "tau": tau, "eta": eta, "t2po": t2po, "seeds": seeds,
@@ -196,7 +196,7 @@ def run_cmd(
 
 
 def _print_plan(plan: Any, json_out: bool) -> None:
-    from t2po_cli.cli.console import emit_json, err, hint
+    from t2po_cli.console import emit_json, err, hint
 
     if json_out:
         emit_json({"sweep_dir": str(plan.path), "launcher": plan.launcher, "points": [
@@ -216,7 +216,7 @@ def _print_plan(plan: Any, json_out: bool) -> None:
 def _run_local_live(path: Path, data: dict[str, Any], quiet: bool) -> dict[str, Any]:
     from rich.live import Live
 
-    from t2po_cli.cli.console import err
+    from t2po_cli.console import err
     from t2po_cli.jobs.sweep_runner import progress, run_local
 
     title = f"sweep {data['name']} (local, {data['max_parallel']} workers)"
@@ -232,7 +232,7 @@ def _run_local_live(path: Path, data: dict[str, Any], quiet: bool) -> dict[str, 
 def _watch(path: Path, quiet: bool = False, interval: float = 2.0) -> dict[str, Any]:
     from rich.live import Live
 
-    from t2po_cli.cli.console import err
+    from t2po_cli.console import err
     from t2po_cli.jobs.sweep_runner import TERMINAL, refresh_sweep
 
     data = refresh_sweep(path)
@@ -246,7 +246,7 @@ def _watch(path: Path, quiet: bool = False, interval: float = 2.0) -> dict[str, 
 
 
 def _finish(path: Path, data: dict[str, Any], json_out: bool) -> None:
-    from t2po_cli.cli.console import emit_json, err, hint
+    from t2po_cli.console import emit_json, err, hint
 
     if json_out:
         emit_json({"sweep_dir": str(path), **data})
@@ -266,7 +266,7 @@ def status_cmd(
 
     Example: t2po sweep status runs/tau_sensitivity/sweep-tau_sensitivity-20250101-120000 --watch
     """
-    from t2po_cli.cli.console import emit_json, err, hint
+    from t2po_cli.console import emit_json, err, hint
     from t2po_cli.jobs.sweep_runner import TERMINAL, refresh_sweep
 
     data = _watch(sweep_dir, quiet=json_out) if watch else refresh_sweep(sweep_dir)
@@ -289,7 +289,7 @@ def cancel_cmd(
 
     Example: t2po sweep cancel runs/tau_sensitivity/sweep-tau_sensitivity-20250101-120000
     """
-    from t2po_cli.cli.console import emit_json, err, hint
+    from t2po_cli.console import emit_json, err, hint
     from t2po_cli.jobs.sweep_runner import cancel_sweep
 
     names = cancel_sweep(sweep_dir)

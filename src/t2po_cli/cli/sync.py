@@ -16,10 +16,10 @@ def sync_cmd(
 
     Example: t2po sync runs/webshop/webshop_gigpo_t2po-on_s0 --tracking-uri http://127.0.0.1:5000
     """
-    from t2po_cli.cli.console import emit_json, err, hint
     from t2po_cli.config.compose import load_run_config
+    from t2po_cli.console import emit_json, err, hint
     from t2po_cli.errors import BackendUnavailable, UserError
-    from t2po_cli.jobs.run_folder import find_runs
+    from t2po_cli.run_folder import find_runs
     from t2po_cli.tracking.jsonl import read_metrics
     from t2po_cli.tracking.mlflow_sink import MlflowSink, redact
 

@@ -50,7 +50,7 @@ def flag_overrides(
 
 def train_cmd(
     overrides: list[str] = typer.Argument(None, help="KEY=VALUE overrides, e.g. t2po.tds.eta=0.1 trainer.steps=10."),
-    env: str = typer.Option(None, "--env", "-e", help="Environment: webshop, alfworld or searchqa."),
+    env: str = typer.Option(None, "--env", "-e", help="Environment family (`t2po envs list`), e.g. webshop."),
     algo: str = typer.Option(None, "--algo", "-a", help="Algorithm: gigpo, grpo, rloo, ppo or a2tgpo."),
     model: str = typer.Option(None, "--model", "-m", help="Model recipe, e.g. tiny, smollm2-135m, qwen3-4b."),
     t2po: str = typer.Option(None, "--t2po", help="T2PO switches: on, off, tti or tds."),

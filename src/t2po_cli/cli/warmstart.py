@@ -19,10 +19,9 @@ def warmstart_cmd(
     import json
     import shutil
 
-    from t2po_cli.cli.console import emit_json, err, hint
     from t2po_cli.cli.train import flag_overrides
     from t2po_cli.config.compose import compose_config
-    from t2po_cli.trainer.loop import _warm_progress
+    from t2po_cli.console import ConsoleProgress, emit_json, err, hint
     from t2po_cli.trainer.warmstart import ensure_warmstart, warmstart_dir
 
     cfg = compose_config(flag_overrides(env=env, model=model) + list(overrides or [])).config
@@ -34,7 +33,7 @@ def warmstart_cmd(
         from dataclasses import replace
 
         cfg = replace(cfg, trainer=replace(cfg.trainer, warmstart=replace(cfg.trainer.warmstart, enabled=True)))
-    path = ensure_warmstart(cfg, progress=_warm_progress())
+    path = ensure_warmstart(cfg, progress=ConsoleProgress())
     summary = json.loads((path / "warmstart.json").read_text()) if path and (path / "warmstart.json").is_file() else {}
     if json_out:
         emit_json({"checkpoint": str(path), **summary})

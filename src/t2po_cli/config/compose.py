@@ -7,7 +7,6 @@ fails at composition with Hydra's own hint (``+key=`` for additions).
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,34 +14,9 @@ from typing import Any
 
 from t2po_cli.config.schema import RunConfig
 from t2po_cli.errors import ConfigError
+from t2po_cli.paths import ROOT_CONFIG, recipes_dir
 
 RECIPE_GROUPS = ("model", "trainer", "algo", "env", "t2po", "experiment")
-ROOT_CONFIG = "train"
-
-
-def repo_root() -> Path:
-    """The source checkout this package runs from (an editable install), or the current directory."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "recipes").is_dir() and (parent / "pyproject.toml").is_file():
-            return parent
-    return Path.cwd()
-
-
-def recipes_dir() -> Path:
-    """Folder of the Hydra recipes: ``$T2PO_RECIPES`` or ``<repo>/recipes``."""
-    env = os.environ.get("T2PO_RECIPES")
-    path = Path(env) if env else repo_root() / "recipes"
-    if not (path / f"{ROOT_CONFIG}.yaml").is_file():
-        raise ConfigError(
-            f"recipe folder {path} has no {ROOT_CONFIG}.yaml; set T2PO_RECIPES to the project's recipes/ folder"
-        )
-    return path
-
-
-def sweeps_dir() -> Path:
-    """Folder of the shipped sweep files."""
-    return repo_root() / "sweeps"
 
 
 def list_recipes() -> dict[str, list[str]]:
@@ -130,16 +104,18 @@ def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> ComposedRun:
     from omegaconf.errors import OmegaConfBaseException
     from yaml import YAMLError as yaml_errors
 
+    from t2po_cli.config.legacy import rewrite_overrides
     from t2po_cli.config.validate import validate_config
 
     _register_schema()
     for ov in overrides:
         if "=" not in ov:
             raise ConfigError(f"override {ov!r} is not KEY=VALUE; write e.g. trainer.steps=10")
+    hydra_overrides = rewrite_overrides(overrides)  # deprecated keys → current names (config/legacy.py)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3", job_name="t2po"):
-            cfg = compose(config_name=ROOT_CONFIG, overrides=list(overrides))
+            cfg = compose(config_name=ROOT_CONFIG, overrides=hydra_overrides)
         _reject_targets(OmegaConf.to_container(cfg), "")
         # Re-merge onto the schema in struct mode: Hydra's `+key=` bypasses struct, our schema does not.
         strict = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.to_container(cfg))
@@ -199,10 +175,15 @@ def load_run_config(path: Path) -> RunConfig:
 
     if not path.is_file():
         raise RunFolderError(f"{path} not found; is this a t2po run folder?")
+    from t2po_cli.config.legacy import migrate_tree
+
     try:
         base = OmegaConf.structured(RunConfig)
-        loaded = OmegaConf.load(path)
-        merged = OmegaConf.merge(base, loaded)
+        tree = OmegaConf.to_container(OmegaConf.load(path))
+        if not isinstance(tree, dict):
+            raise RunFolderError(f"{path} is not a mapping; re-create the run")
+        # Run folders written before a key rename still load (config/legacy.py).
+        merged = OmegaConf.merge(base, migrate_tree(tree))
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except (OmegaConfBaseException, ValueError, AttributeError, TypeError) as err:
         raise RunFolderError(f"{path} is not a valid resolved config ({_one_line(err)}); re-create the run") from None

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Choice sets, checked in ``config.validate`` (OmegaConf cannot express Literal types).
-ENV_NAMES = ("webshop", "alfworld", "searchqa")
-ALGO_NAMES = ("grpo", "gigpo", "rloo", "ppo", "a2tgpo")
+from t2po_cli.envs.base import EnvConfig
+from t2po_cli.hooks.settings import T2POConfig
+
+# Choice sets, checked in ``config.validate`` (OmegaConf cannot express Literal types). Env and estimator
+# names are not listed here: their packages register them (envs.registry, algo.registry).
 MODEL_KINDS = ("tiny", "smollm2", "hf")
-T2PO_COMPAT = ("intended", "released")
-ADV_NORMS = ("mean_norm", "mean_std_norm")
 DTYPES = ("float32", "bfloat16", "auto")
 ENGINES = ("hf", "vllm")
 LAUNCHERS = ("local", "slurm")
-BACKENDS = ("embedded", "real")
 
 
 @dataclass
@@ -175,163 +174,44 @@ class TrainerConfig:
 
 
 @dataclass
-class AlgoConfig:
-    """Advantage estimator and policy loss."""
+class AlgoBase:
+    """Advantage estimator and the policy loss; ``AlgoConfig`` adds one section per estimator."""
 
     name: str = "gigpo"
-    """``grpo``, ``gigpo``, ``rloo``, ``ppo`` (critic + GAE) or ``a2tgpo``."""
-    norm: str = "mean_std_norm"
-    """Group normalisation: ``mean_norm`` or ``mean_std_norm``."""
-    cross_step_stats: bool = True
-    """GRPO/GiGPO: group statistics over every turn row of the task group (true) or one per trajectory."""
-    gamma: float = 0.95
-    """Discount for step returns (GiGPO) and GAE (PPO)."""
-    gae_lambda: float = 0.95
-    """PPO only: GAE lambda over turns."""
-    step_advantage_w: float = 1.0
-    """GiGPO: weight w of the step-level advantage."""
-    similarity_grouping: bool = False
-    """GiGPO: cluster anchor observations by difflib similarity instead of exact match."""
-    similarity_threshold: float = 0.95
-    """GiGPO: similarity threshold in (0, 1)."""
+    """The advantage estimator: a module in ``algo/estimators/`` (``grpo``, ``gigpo``, ``rloo``, ``ppo``,
+    ``a2tgpo``, ...); its settings are the section ``algo.<name>``."""
     clip_low: float = 0.2
     """PPO-clip lower epsilon."""
     clip_high: float = 0.2
     """PPO-clip upper epsilon."""
     dual_clip_c: float = 3.0
     """Dual-clip constant c (> 1) for negative advantages."""
-    value_coef: float = 0.5
-    """PPO only: value loss coefficient."""
-    value_lr: float = 1e-3
-    """PPO only: value head learning rate."""
     use_invalid_action_penalty: bool = True
     """Subtract the penalty from invalid turns' reward and step return."""
     invalid_action_penalty_coef: float = 0.1
     """Invalid-action penalty kappa."""
 
-
-@dataclass
-class EnvConfig:
-    """The environment family and its backend."""
-
-    name: str = "webshop"
-    """``webshop``, ``alfworld`` or ``searchqa``."""
-    backend: str = "embedded"
-    """``embedded`` (procedural, in-process) or ``real`` (adapter to the real backend)."""
-    url: str | None = None
-    """Real backends over HTTP: the server URL (WebShop env server or Search-R1 retriever)."""
-    max_turns: int = 15
-    """Maximum turns per episode."""
-    history_length: int = 2
-    """Past (observation, action) pairs shown in the prompt."""
-    num_train_tasks: int = 4096
-    """Size of the generated train split."""
-    num_val_tasks: int = 256
-    """Size of the generated validation split."""
-    difficulty: int = 1
-    """Embedded generators: difficulty level (larger catalogues, rooms or hop counts)."""
-    executor: str = "inline"
-    """Batched runner: ``inline``, ``thread`` or ``process``."""
-    timeout_s: float = 30.0
-    """Real backends: per-request timeout."""
-    retries: int = 2
-    """Real backends: bounded retries per request."""
-    max_think_tokens: int | None = None
-    """Per-env default for ``t2po.tti.max_think_tokens`` when that is unset."""
+    @property
+    def penalty(self) -> float:
+        """κ as applied: 0 when the penalty is off."""
+        return self.invalid_action_penalty_coef if self.use_invalid_action_penalty else 0.0
 
 
-@dataclass
-class TTIConfig:
-    """Token-level thinking intervention (t2po.md §3)."""
+def _algo_config() -> type:
+    """``AlgoBase`` plus one section ``algo.<name>`` per registered estimator, typed by its params dataclass
+    (``algo.registry``): the estimator module is the only place that declares its settings."""
+    from dataclasses import make_dataclass
 
-    enabled: bool = False
-    """Run the hook that forces ``</think>``."""
-    epsilon: float = 1e-4
-    """Stagnation tolerance on |M_t − M_{t−1}|."""
-    patience: int | None = 20
-    """Consecutive near-equal steps before forcing; null disables the stagnation trigger."""
-    max_think_tokens: int | None = None
-    """Hard think budget; null takes env.max_think_tokens (itself possibly null = no budget)."""
-    in_validation: bool = True
-    """Apply TTI in validation rollouts too (the release does)."""
-    mask_forced_tokens: bool = False
-    """Drop forced tokens from the loss mask (ablation only)."""
+    from t2po_cli.algo.registry import estimators
+
+    sections = [(name, spec.params, field(default_factory=spec.params)) for name, spec in estimators().items()]
+    cls = make_dataclass("AlgoConfig", sections, bases=(AlgoBase,))
+    cls.__module__ = __name__  # picklable and printed as config.schema.AlgoConfig
+    cls.__doc__ = AlgoBase.__doc__
+    return cls
 
 
-@dataclass
-class TDSConfig:
-    """Turn-level dynamical sampling (t2po.md §5)."""
-
-    enabled: bool = False
-    """Regenerate turns whose score barely moved (training only)."""
-    eta: float = 0.3
-    """Upper edge of the resample band 0 < Δ < eta."""
-    max_resamples: int = 2
-    """Extra generations per environment-turn."""
-    skip_tokens: int = 33
-    """K: leading positions excluded from the turn score."""
-
-
-@dataclass
-class T2POConfig:
-    """T2PO rollout-time controls."""
-
-    variant: str = "off"
-    """Which switch set is active: ``on``, ``off``, ``tti`` or ``tds`` (recorded for reports)."""
-    compat: str = "intended"
-    """``intended`` (the method) or ``released`` (reproduce the released code's quirks)."""
-    alpha: float = 0.6
-    """α in M_t = α·c_t + (1−α)·(1−Ĥ_t)."""
-    tti: TTIConfig = field(default_factory=TTIConfig)
-    """Thinking intervention."""
-    tds: TDSConfig = field(default_factory=TDSConfig)
-    """Dynamical sampling."""
-
-
-@dataclass
-class A2TGPOConfig:
-    """A2TGPO estimator (a2tgpo.md). Keys left null take the preset's value (§8: explicit keys win)."""
-
-    preset: str = "default"
-    """``default`` (paper structure, released numbers), ``paper`` or ``released`` (a2tgpo.md §8)."""
-    ig_form: str = "log"
-    """§8 row 1, IG form: ``log`` (ℓ_t − ℓ_{t−1}, released, the spec's ``logprob``) or ``linear``
-    (p_t − p_{t−1}, paper Eq. 3, the spec's ``prob``). Always explicit (never taken from the preset):
-    set ``linear`` yourself with ``preset=paper``."""
-    ig_context: str = "next_prompt"
-    """§2.4 layout of the scoring context: ``next_prompt`` (one row per turn, our default) or
-    ``trajectory`` (one growing assistant sequence, the released layout)."""
-    ig_baseline: str | None = None
-    """§8 row 3: ``query`` (turn 1 measured against the query-only prompt) or ``first_turn`` (the first
-    point only seeds the baseline); null = preset."""
-    ig_measure: str | None = None
-    """§8 row 4: ``after_observation`` or ``released_cuts`` (trajectory layout only); null = preset."""
-    ig_drop_zero: bool | None = None
-    """§8 row 8: drop IG values of exactly 0 as the release does; null = preset."""
-    ig_weight: float | None = None
-    """§8 row 2: λ, weight of the accumulated IG term in the advantage; null = preset (0.3; paper 1.0)."""
-    gamma: float = 1.0
-    """§8 row 12: γ of the discounted IG accumulation."""
-    variance_rescale: bool = True
-    """§5: divide the accumulated IG by √n (false = the paper's ablation without D/√n)."""
-    loss_agg: str | None = None
-    """§8 row 5: ``token-mean`` or ``seq-mean-token-mean``; null = preset."""
-    norm_var_eps: float | None = None
-    """§8 row 6: ε_var inside the population std of the turn groups; null = preset (1e-8; paper 0)."""
-    norm_eps: float = 1e-6
-    """§8 row 6: ε added to σ in the turn-group and outcome normalisations."""
-    turn_spans: str | None = None
-    """§8 row 7: ``explicit`` (recorded at rollout) or ``advantage_runs`` (released inference); null = preset."""
-    log_ratio_clamp: float | None = 10.0
-    """§8 row 10: upper clamp of the turn-level mean log-ratio; null = off."""
-    clip_adaptive: bool = True
-    """§6: scale the clip range by c = 1 + β(2σ(îg) − 1); false sets c ≡ 1 (the β = 0 ablation)."""
-    clip_beta: float = 0.3
-    """§8 row 11: β of the adaptive clip scale."""
-    clip_eps_low: float = 3e-3
-    """§6: ε_low of the turn-level ratio (GSPO scale)."""
-    clip_eps_high: float = 4e-3
-    """§6: ε_high of the turn-level ratio."""
+AlgoConfig = _algo_config()
 
 
 @dataclass
@@ -378,8 +258,6 @@ class RunConfig:
     """Environment."""
     t2po: T2POConfig = field(default_factory=T2POConfig)
     """T2PO controls."""
-    a2tgpo: A2TGPOConfig = field(default_factory=A2TGPOConfig)
-    """A2TGPO estimator settings (used when algo.name = a2tgpo)."""
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     """Launcher."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

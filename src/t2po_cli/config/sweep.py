@@ -3,10 +3,10 @@
 A sweep file ``sweeps/NAME.yaml`` (named after the question it answers)::
 
     name: tau_sensitivity
-    description: How sensitive is T2PO to the TTI stagnation threshold tau (epsilon)?
+    description: How sensitive is T2PO to the TTI stagnation threshold tau?
     base: [env=webshop, t2po=on]            # overrides applied to every point
     grid:                                   # the Cartesian product of these values
-      t2po.tti.epsilon: [1.0e-4, 1.0e-3, 1.0e-2]
+      t2po.tti.tau: [1.0e-4, 1.0e-3, 1.0e-2]
     seeds: [0, 1, 2]                        # trainer.seed; [] = leave the seed alone
     ablations:                              # optional named override sets, crossed with the grid
       full: [t2po=on]
@@ -26,8 +26,11 @@ from typing import Any
 from t2po_cli.errors import ConfigError, UserError
 
 SWEEP_KEYS = ("name", "description", "experiment", "base", "grid", "seeds", "ablations")
-# Short names used in point names; the rest use their last dotted segment.
-SHORT_NAMES = {"t2po.tti.epsilon": "tau", "t2po.tds.eta": "eta"}
+
+
+def short_key(key: str) -> str:
+    """A key's name in point names: its last dotted segment (``t2po.tti.tau`` → ``tau``)."""
+    return key.rsplit(".", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ def parse_sweep(data: Any, source: str = "sweep") -> SweepSpec:
     Raises:
         ConfigError: unknown key, wrong type or empty grid values (one line naming the file and the fix).
     """
-    from t2po_cli.jobs.run_folder import check_name
+    from t2po_cli.run_folder import check_name
 
     if not isinstance(data, dict):
         raise ConfigError(f"{source} must be a mapping with keys {', '.join(SWEEP_KEYS)}")
@@ -152,7 +155,7 @@ def load_sweep_file(path: str | Path) -> SweepSpec:
     """
     import yaml
 
-    from t2po_cli.config.compose import sweeps_dir
+    from t2po_cli.paths import sweeps_dir
 
     p = Path(path)
     if not p.is_file() and not str(path).endswith((".yaml", ".yml")):
@@ -167,8 +170,8 @@ def load_sweep_file(path: str | Path) -> SweepSpec:
 
 
 def _short(key: str, keys: list[str]) -> str:
-    short = SHORT_NAMES.get(key, key.rsplit(".", 1)[-1])
-    clash = [k for k in keys if k != key and SHORT_NAMES.get(k, k.rsplit(".", 1)[-1]) == short]
+    short = short_key(key)
+    clash = [k for k in keys if k != key and short_key(k) == short]
     return key.replace(".", "-") if clash else short
 
 

@@ -41,6 +41,42 @@ class Task:
     payload: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
+BACKENDS = ("embedded", "real")
+"""``env.backend`` choices."""
+EXECUTORS = ("inline", "thread", "process")
+"""``env.executor`` choices."""
+
+
+@dataclass
+class EnvConfig:
+    """The environment family and its backend: the ``env`` section of the run config."""
+
+    name: str = "webshop"
+    """An env family: a package under ``envs/`` that exposes ``FAMILY`` (``t2po envs list``)."""
+    backend: str = "embedded"
+    """``embedded`` (procedural, in-process) or ``real`` (adapter to the real backend)."""
+    url: str | None = None
+    """Real backends over HTTP: the server URL (WebShop env server or Search-R1 retriever)."""
+    max_turns: int | None = None
+    """Maximum turns per episode; null = the family's own limit (``EnvFamily.max_turns``, envs.md §1)."""
+    history_length: int = 2
+    """Past (observation, action) pairs shown in the prompt."""
+    num_train_tasks: int = 4096
+    """Size of the generated train split."""
+    num_val_tasks: int = 256
+    """Size of the generated validation split."""
+    difficulty: int = 1
+    """Embedded generators: difficulty level (larger catalogues, rooms or hop counts)."""
+    executor: str = "inline"
+    """Batched runner: ``inline``, ``thread`` or ``process``."""
+    timeout_s: float = 30.0
+    """Real backends: per-request timeout."""
+    retries: int = 2
+    """Real backends: bounded retries per request."""
+    max_think_tokens: int | None = None
+    """Per-env default for ``t2po.tti.max_think_tokens`` when that is unset."""
+
+
 @dataclass(frozen=True)
 class Projection:
     """Result of projecting LLM text to an env action (envs.md §0.4)."""
@@ -114,7 +150,7 @@ class EnvFamily:
     """Everything the trainer and the CLI need to know about one environment family.
 
     Attributes:
-        name: ``webshop``, ``alfworld`` or ``searchqa``.
+        name: the family's name; equal to the name of its package under ``envs/`` (the registry checks).
         make_env: build a fresh TextEnv for a backend (``embedded`` or ``real``) from an EnvConfig.
         sample_tasks: ``(split, indices, base_seed, difficulty) -> list[Task]``; deterministic.
         project: ``(llm_text, admissible) -> Projection``; pure.
@@ -124,6 +160,11 @@ class EnvFamily:
         stop_strings: generation stops after any of these (e.g. ``</action>``).
         has_gold_answers: tasks carry gold answers (needed by A2TGPO).
         template_version: hash/version string of the prompt templates, recorded in every run.
+        max_turns: the turn limit of an episode when ``env.max_turns`` is null (envs.md §1).
+        input_hint: what a person types in ``t2po envs play --policy human``, with an example action of
+            this env.
+        human_template: how a typed line becomes LLM text for ``project`` (``{line}`` is replaced), so a
+            person's action goes through the same projection as the model's.
         forced_answer_prompt: A2TGPO probe text that forces an answer (Search-QA only), else None.
         demo_policy: ``(seed) -> Policy`` whose transcripts form the warm-start corpus; it must act only on
             what the prompt shows. None means the expert already does (ALFWorld, Search-QA); WebShop's
@@ -140,9 +181,16 @@ class EnvFamily:
     stop_strings: tuple[str, ...]
     has_gold_answers: bool
     template_version: str
+    max_turns: int
+    input_hint: str
+    human_template: str = "<think>human</think>\n<action>{line}</action>"
     forced_answer_prompt: str | None = None
     demo_policy: Callable[[int], Policy] | None = None
 
     def demonstrator(self, seed: int) -> Policy:
         """The warm-start demonstrator: ``demo_policy`` when set, else the expert."""
         return (self.demo_policy or self.expert_policy)(seed)
+
+    def turn_limit(self, cfg: EnvConfig) -> int:
+        """``env.max_turns`` when set, else the family's own limit."""
+        return cfg.max_turns if cfg.max_turns is not None else self.max_turns

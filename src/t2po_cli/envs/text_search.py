@@ -11,8 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-import numpy as np
-
 _WORD = re.compile(r"[a-z0-9]+")
 _STOPWORD_TEXT = (
     "a an and are as at be by for from has have he her his i in is it its me my of on or she that the "
@@ -45,6 +43,8 @@ class BM25Index:
 
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
         """Top-``k`` documents with a positive score; ties broken by document index (deterministic)."""
+        import numpy as np  # lazily: the env packages are imported to validate a config (t2po train --dry-run)
+
         tokens = [t for t in tokenize(query) if t in self._retriever.vocab_dict]
         if not tokens or k <= 0 or self.size == 0:
             return []

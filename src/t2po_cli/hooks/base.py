@@ -52,6 +52,14 @@ class TokenHook(Protocol):
         ...
 
 
+class TokenHookFactory(Protocol):
+    """Makes the token hook of one generate call; it may keep state across calls (``compat=released``, §3.7)."""
+
+    def __call__(self) -> TokenHook:
+        """A hook for one generate call."""
+        ...
+
+
 # The collector's regeneration callback for a turn hook: regenerate the given rows (indices into the
 # turn's batch) with fresh randomness, overwrite them in place, and return their new turn scores.
 Regenerate = Callable[[list[int]], list[float | None]]

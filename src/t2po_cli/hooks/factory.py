@@ -9,23 +9,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from t2po_cli.config.schema import RunConfig
+from t2po_cli.hooks.settings import T2POConfig
 from t2po_cli.hooks.tds import DynamicalSampler
 from t2po_cli.hooks.tti import ReleasedState, ThinkHookFactory, TTIParams
 
 
-def effective_max_think_tokens(cfg: RunConfig) -> int | None:
-    """``t2po.tti.max_think_tokens`` if set, else the env default ``env.max_think_tokens`` (§7)."""
-    tti_budget = cfg.t2po.tti.max_think_tokens
-    return tti_budget if tti_budget is not None else cfg.env.max_think_tokens
-
-
 def build_hooks(
-    cfg: RunConfig,
+    tp: T2POConfig,
     think_ids: tuple[int, int] | None,
     phase: Literal["train", "val"],
     max_response_tokens: int,
     *,
+    env_max_think_tokens: int | None = None,
     released_state: ReleasedState | None = None,
 ) -> tuple[ThinkHookFactory | None, DynamicalSampler | None]:
     """The token-hook factory and the turn hook of one phase.
@@ -36,17 +31,18 @@ def build_hooks(
       consumes no random numbers (hooks never sample).
 
     Args:
-        cfg: the validated run config (never mutated).
+        tp: the validated ``t2po`` section (never mutated).
         think_ids: ``resolve_think_ids(tokenizer)``; may be None only when TTI is off.
         phase: ``train`` or ``val``.
         max_response_tokens: the per-turn response budget of this phase.
+        env_max_think_tokens: the env's default think budget (``env.max_think_tokens``), used when
+            ``t2po.tti.max_think_tokens`` is null (§7).
         released_state: under ``compat=released``, pass the train factory's ``released_state`` when
             building the validation hooks: the released processor is one object per worker for both.
 
     Returns:
         ``(token_hook_factory or None, turn_hook or None)``.
     """
-    tp = cfg.t2po
     tti_on = tp.tti.enabled and (phase == "train" or tp.tti.in_validation)
     tds_on = tp.tds.enabled and phase == "train"
     if not (tti_on or tds_on):
@@ -55,11 +51,10 @@ def build_hooks(
         think_ids=think_ids,
         max_response_tokens=max_response_tokens,
         tti_enabled=tti_on,
-        epsilon=tp.tti.epsilon,
+        tau=tp.tti.tau,
         patience=tp.tti.patience,
-        max_think_tokens=effective_max_think_tokens(cfg),
+        max_think_tokens=tp.tti.max_think_tokens if tp.tti.max_think_tokens is not None else env_max_think_tokens,
         skip_tokens=tp.tds.skip_tokens,
-        alpha=tp.alpha,
         compat=tp.compat,
     )
     factory = ThinkHookFactory(params, released_state)

@@ -33,7 +33,6 @@ metrics (keys whose denominator is zero are left out).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -55,7 +54,6 @@ class _Tally:
     deltas: list[float] = field(default_factory=list)
     extra_gen_tokens: int = 0
     tokens_counted: bool = False
-    regen_seconds: float = 0.0
 
 
 class DynamicalSampler:
@@ -144,9 +142,7 @@ class DynamicalSampler:
                 # Every sample about to be overwritten is discarded, finished envs' included (cost).
                 self._tally.extra_gen_tokens += discarded_tokens(band)
                 self._tally.tokens_counted = True
-            start = time.perf_counter()
             new_scores = regenerate(band)
-            self._tally.regen_seconds += time.perf_counter() - start
             if len(new_scores) != len(band):
                 raise ValueError(f"regenerate returned {len(new_scores)} scores for {len(band)} rows")
             for i, score in zip(band, new_scores, strict=True):
@@ -172,7 +168,8 @@ class DynamicalSampler:
         Histogram entries ``t2po/tds/accept_attempt_hist/{k}`` are fractions of eligible env-turns.
         """
         t, self._tally = self._tally, _Tally()
-        out: dict[str, float] = {keys.TDS_ELIGIBLE: float(t.eligible), keys.TDS_TIME: t.regen_seconds}
+        # timing_s/tds is written once, by the collector, around the whole turn hook (scoring included).
+        out: dict[str, float] = {keys.TDS_ELIGIBLE: float(t.eligible)}
         # Tokens are only known when the collector passes ``discarded_tokens``; with no resample, 0 is exact.
         if t.tokens_counted or t.extra_generations == 0:
             out[keys.TDS_EXTRA_GEN_TOKENS] = float(t.extra_gen_tokens)

@@ -76,13 +76,12 @@ class TTIParams:
     """Per-turn response budget (for ``tokens_saved_upper``, §9)."""
     tti_enabled: bool = True
     """False: compute the turn score only (TDS alone) and never force."""
-    epsilon: float = 1e-4
+    tau: float = 1e-4
+    """τ (``t2po.tti.tau``): a step with |M_t − M_{t−1}| <= τ counts towards ``patience``."""
     patience: int | None = 20
     max_think_tokens: int | None = None
     skip_tokens: int = 33
     """K of the turn score (§4.1)."""
-    alpha: float = 0.6
-    """α of M_t; the engine reads it (with ``released_signal``) to call ``token_signal``."""
     compat: str = "intended"
 
     def __post_init__(self) -> None:
@@ -243,7 +242,7 @@ class ThinkingIntervention:
         """Per-row §3.3 rule, vectorised. Returns the kind per row: 0 none, 1 budget, 2 stagnation."""
         p = self.params
         # Step 2: reset unless |M_t − last| <= ε (a change of exactly ε counts as "no change").
-        changed = ~self._has_last | ((signal - self._last).abs() > p.epsilon)
+        changed = ~self._has_last | ((signal - self._last).abs() > p.tau)
         count = torch.where(changed, torch.zeros_like(self._count), self._count + 1)
         self._count = torch.where(active, count, self._count)
         self._last = torch.where(active, signal.float(), self._last)
@@ -277,7 +276,7 @@ class ThinkingIntervention:
         kind = [0] * self._batch_size
         for i in rows:
             m = values[i]
-            if state.last is None or abs(m - state.last) > p.epsilon:
+            if state.last is None or abs(m - state.last) > p.tau:
                 state.count = 0
             else:
                 state.count += 1
@@ -370,16 +369,6 @@ class ThinkHookFactory:
         """
         self.params = params
         self.released_state = (released_state or ReleasedState()) if params.released else None
-
-    @property
-    def alpha(self) -> float:
-        """α for ``token_signal``."""
-        return self.params.alpha
-
-    @property
-    def released_signal(self) -> bool:
-        """Pass as ``token_signal(..., released=...)`` (errata 1-2)."""
-        return self.params.released
 
     def __call__(self) -> ThinkingIntervention:
         return ThinkingIntervention(self.params, self.released_state)

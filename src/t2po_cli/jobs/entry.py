@@ -12,9 +12,10 @@ from typing import Any
 
 def run_job(run_dir: str) -> dict[str, Any]:
     """Train (or resume) the run in ``run_dir`` in this process. Returns the final summary metrics."""
+    from t2po_cli.console import ConsoleProgress
     from t2po_cli.trainer.loop import train_run
 
-    return train_run(run_dir)
+    return train_run(run_dir, progress=ConsoleProgress())
 
 
 class RunJob:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from t2po_cli.config.compose import ComposedRun, compose_config
 from t2po_cli.errors import UserError
-from t2po_cli.jobs.run_folder import RunFolder, create_run_folder, default_run_name, unique_path
+from t2po_cli.run_folder import RunFolder, create_run_folder, default_run_name, unique_path
 
 
 def planned_run_path(composed: ComposedRun, run_dir: Path | None) -> Path:
@@ -27,7 +27,7 @@ def launch_train(
     Returns:
         The run folder (None for a dry run).
     """
-    from t2po_cli.cli.console import emit_json, err, hint
+    from t2po_cli.console import emit_json, err, hint
 
     composed = compose_config(overrides)
     cfg = composed.config
@@ -73,7 +73,7 @@ def launch_train(
 
 def resume_train(run_dir: Path, *, json_out: bool = False) -> None:
     """Continue a stopped run from its last checkpoint, in-process."""
-    from t2po_cli.cli.console import emit_json, hint
+    from t2po_cli.console import emit_json, hint
     from t2po_cli.jobs.entry import run_job
 
     folder = RunFolder.open(run_dir)

@@ -25,7 +25,7 @@ from t2po_cli.errors import BackendUnavailable, UserError
 
 if TYPE_CHECKING:
     from t2po_cli.config.schema import RunConfig
-    from t2po_cli.jobs.run_folder import RunFolder
+    from t2po_cli.run_folder import RunFolder
 
 SUBMIT_RECORD = "slurm_job.json"
 
@@ -74,7 +74,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 
 def profiles_dir() -> Path:
     """Folder of the profiles: ``$T2PO_SLURM_PROFILES`` or ``<repo>/slurm``."""
-    from t2po_cli.config.compose import repo_root
+    from t2po_cli.paths import repo_root
 
     env = os.environ.get("T2PO_SLURM_PROFILES")
     return Path(env) if env else repo_root() / "slurm"

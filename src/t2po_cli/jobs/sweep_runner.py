@@ -73,7 +73,7 @@ def plan_sweep(
     tracking_uri: str | None = None,
 ) -> SweepPlan:
     """Compose and validate every point (nothing is created). Raises ``UserError`` on the first bad point."""
-    from t2po_cli.jobs.run_folder import unique_path
+    from t2po_cli.run_folder import unique_path
 
     if launcher not in ("local", "slurm"):
         raise UserError(f"--launcher {launcher!r} is not one of local, slurm; e.g. --launcher local")
@@ -118,7 +118,7 @@ def write_sweep(path: Path, data: dict[str, Any]) -> None:
 # -------------------------------------------------------------------------------------------- MLflow
 def open_mlflow_parent(plan: SweepPlan) -> dict[str, Any]:
     """Create the experiment once and the sweep's parent run. Best effort: on failure, ids are None."""
-    from t2po_cli.cli.console import err
+    from t2po_cli.console import err
     from t2po_cli.tracking.mlflow_sink import ensure_experiment, redact, resolve_uri
 
     cfg = plan.configs[0]
@@ -173,7 +173,7 @@ def create_sweep(plan: SweepPlan, command: list[str] | None = None) -> dict[str,
     """Create the sweep folder, the MLflow parent run and every point's run folder; write sweep.json."""
     from omegaconf import OmegaConf
 
-    from t2po_cli.jobs.run_folder import create_run_folder
+    from t2po_cli.run_folder import create_run_folder
     from t2po_cli.tracking.mlflow_sink import write_parent_link
 
     plan.path.mkdir(parents=True)
@@ -297,7 +297,7 @@ def progress(run_dir: Path) -> dict[str, Any]:
 
 def refresh_sweep(path: Path) -> dict[str, Any]:
     """Re-read every point's state (Slurm via sacct, local via the driver and the run's status.json)."""
-    from t2po_cli.jobs.run_folder import RunFolder
+    from t2po_cli.run_folder import RunFolder
 
     data = read_sweep(path)
     states: dict[str, str] = {}

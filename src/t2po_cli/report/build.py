@@ -267,7 +267,7 @@ def _threshold_section(
     sens: dict[str, dict[str, list[dict[str, Any]]]], xfer: dict[str, dict[str, Any]], images: dict[str, Image]
 ) -> Section:
     sec = Section("Threshold sensitivity and transfer")
-    sec.p("tau = `t2po.tti.epsilon` (runs with TTI on) and eta = `t2po.tds.eta` (runs with TDS on): final "
+    sec.p("tau = `t2po.tti.tau` (runs with TTI on) and eta = `t2po.tds.eta` (runs with TDS on): final "
           "success (mean ± sd over all runs at that value, other settings pooled) and collapse rate.")
     sec.blocks.append(images["sensitivity"])
     for name, by_env in sens.items():

@@ -24,21 +24,21 @@ DEFAULT_GROUP_KEYS: tuple[str, ...] = (
     "env.name",
     "algo.name",
     "t2po.variant",
-    "t2po.tti.epsilon",
+    "t2po.tti.tau",
     "t2po.tds.eta",
     "model.name",
 )
 SEED_KEY = "trainer.seed"
-TAU_KEY = "t2po.tti.epsilon"
+TAU_KEY = "t2po.tti.tau"
 ETA_KEY = "t2po.tds.eta"
 ENV_KEY = "env.name"
 
-# Short column names for the keys a reader knows by their paper symbol (t2po.md: tau, eta).
+# Column labels of the default grouping keys (tau and eta are the paper's symbols, t2po.md).
 SHORT_NAMES = {
     "env.name": "env",
     "algo.name": "algo",
     "t2po.variant": "t2po",
-    "t2po.tti.epsilon": "tau",
+    "t2po.tti.tau": "tau",
     "t2po.tds.eta": "eta",
     "model.name": "model",
 }
@@ -87,7 +87,7 @@ def series_from_rows(rows: Iterable[dict[str, Any]]) -> dict[str, Series]:
 
 def _orphan_metrics(root: Path) -> list[Path]:
     """Folders below ``root`` holding a metrics.jsonl but no resolved_config.yaml (broken run folders)."""
-    from t2po_cli.jobs.run_folder import CODE, METRICS, RESOLVED_CONFIG
+    from t2po_cli.run_folder import CODE, METRICS, RESOLVED_CONFIG
 
     found = []
     for m in sorted(root.rglob(METRICS)):
@@ -108,6 +108,7 @@ def _folder_params(config_path: Path, notes: list[str]) -> dict[str, Any]:
     import yaml
 
     from t2po_cli.config.compose import config_to_dict, flatten, load_run_config
+    from t2po_cli.config.legacy import migrate_tree
 
     try:
         return flatten(config_to_dict(load_run_config(config_path)))
@@ -119,7 +120,7 @@ def _folder_params(config_path: Path, notes: list[str]) -> dict[str, Any]:
         if not isinstance(raw, dict):
             raise schema_err from None
         notes.append(f"{config_path.parent.name}: config read without the schema check ({schema_err})")
-        return flatten(raw)
+        return flatten(migrate_tree(raw))
 
 
 def load_folder_run(path: Path, notes: list[str] | None = None) -> RunData | None:
@@ -132,7 +133,7 @@ def load_folder_run(path: Path, notes: list[str] | None = None) -> RunData | Non
     Raises:
         RunFolderError: unreadable config, or a malformed line in the middle of metrics.jsonl.
     """
-    from t2po_cli.jobs.run_folder import RunFolder
+    from t2po_cli.run_folder import RunFolder
     from t2po_cli.tracking.jsonl import read_metrics
 
     folder = RunFolder.open(path)
@@ -160,7 +161,7 @@ def load_paths(paths: Sequence[Path]) -> tuple[list[RunData], list[str]]:
     Raises:
         RunFolderError: a path is missing, holds no run folders, or holds a broken run folder.
     """
-    from t2po_cli.jobs.run_folder import find_runs
+    from t2po_cli.run_folder import find_runs
 
     if not paths:
         raise UserError("pass at least one run, sweep or experiment folder, or --experiment NAME")
@@ -255,6 +256,8 @@ def load_mlflow(experiment: str, tracking_uri: str | None) -> list[RunData]:
 
 
 def _mlflow_run(client: Any, run: Any) -> RunData:
+    from t2po_cli.config.legacy import migrate_flat
+
     series: dict[str, Series] = {}
     for key in sorted(run.data.metrics):
         hist = client.get_metric_history(run.info.run_id, key)
@@ -264,7 +267,7 @@ def _mlflow_run(client: Any, run: Any) -> RunData:
     return RunData(
         name=run.info.run_name or run.info.run_id,
         source=f"mlflow:{run.info.run_id}",
-        params={k: parse_param(v) for k, v in run.data.params.items()},
+        params=migrate_flat({k: parse_param(v) for k, v in run.data.params.items()}),
         series=series,
         status=str(run.info.status).lower(),
     )
@@ -277,7 +280,10 @@ def parse_keys(text: str | None) -> tuple[str, ...]:
     """``--by a.b,c.d`` → ("a.b", "c.d"); None → the default variant keys."""
     if not text:
         return DEFAULT_GROUP_KEYS
-    out = tuple(k.strip() for k in text.split(",") if k.strip())
+    from t2po_cli.config.legacy import new_keys
+
+    # An old key name (e.g. t2po.tti.epsilon) still groups by its current key.
+    out = tuple(dict.fromkeys(n for k in text.split(",") if k.strip() for n in new_keys(k.strip())))
     if not out:
         raise UserError("--by needs at least one config key, e.g. --by t2po.variant,env.name")
     return out

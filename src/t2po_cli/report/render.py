@@ -57,7 +57,7 @@ def out_dir_for(requested: Path | None, default_parent: Path) -> Path:
         UserError: the chosen location exists as a file.
     """
     from t2po_cli.errors import UserError
-    from t2po_cli.jobs.run_folder import unique_path
+    from t2po_cli.run_folder import unique_path
 
     target = Path(requested) if requested is not None else Path(default_parent) / "report"
     if target.exists() and target.is_dir() and not any(target.iterdir()):

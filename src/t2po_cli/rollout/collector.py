@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from t2po_cli.envs.base import EnvFamily, HistoryEntry, Task, TextEnv
+from t2po_cli.hooks.base import TokenHookFactory, TurnHook
 from t2po_cli.rollout.constraint import ActionSpace, instruction_words
 from t2po_cli.rollout.types import Generation, SamplingParams
 
@@ -81,7 +82,18 @@ class Episode:
 
 @dataclass
 class Rollout:
-    """All rows and episode summaries of one rollout, plus generation accounting."""
+    """All rows and episode summaries of one rollout, plus generation accounting.
+
+    Attributes:
+        rows: one ``TurnRow`` per environment turn, in (env, turn) order.
+        episodes: one ``Episode`` per environment.
+        generated_tokens: tokens of the accepted samples.
+        extra_gen_tokens: tokens of samples a turn hook discarded (TDS regenerations).
+        tds_seconds: wall time inside the turn hook (scoring and regenerations).
+        gen_seconds: wall time of the base generations.
+        env_seconds: wall time of env resets and steps.
+        hook_metrics: the turn hook's metrics for this rollout (``TurnHook.metrics()``), {} without one.
+    """
 
     rows: list[TurnRow]
     episodes: list[Episode]
@@ -90,9 +102,11 @@ class Rollout:
     tds_seconds: float
     gen_seconds: float
     env_seconds: float
+    hook_metrics: dict[str, float] = field(default_factory=dict)
 
 
-GenerateFn = Callable[[list[list[int]], SamplingParams, Any, Any], Generation]
+GenerateFn = Callable[[list[list[int]], SamplingParams, "TokenHookFactory | None", "list[ActionSpace | None] | None"],
+                      Generation]
 """``(prompt_ids, params, token_hook_factory, admissible_or_None) → Generation``."""
 
 
@@ -107,8 +121,8 @@ def collect(
     params: SamplingParams,
     max_turns: int,
     history_length: int,
-    token_hook_factory: Any = None,
-    turn_hook: Any = None,
+    token_hook_factory: TokenHookFactory | None = None,
+    turn_hook: TurnHook | None = None,
     constrained_actions: bool = False,
     constrained_queries: bool = False,
     generate_finished: bool = False,
@@ -206,7 +220,10 @@ def collect(
         env_seconds += time.perf_counter() - t2
     for env in envs:
         env.close()
-    return _finish(rows_by_env, env_tasks, group_size, won, task_scores, generated, extra, tds_s, gen_s, env_seconds)
+    ro = _finish(rows_by_env, env_tasks, group_size, won, task_scores, generated, extra, tds_s, gen_s, env_seconds)
+    if turn_hook is not None:
+        ro.hook_metrics = turn_hook.metrics()
+    return ro
 
 
 def _action_space(info: dict[str, Any], task: Task, with_words: bool) -> ActionSpace | None:
@@ -218,7 +235,7 @@ def _action_space(info: dict[str, Any], task: Task, with_words: bool) -> ActionS
 
 
 def _run_turn_hook(
-    turn_hook: Any,
+    turn_hook: TurnHook,
     turn: int,
     batch: list[int],
     finished: list[bool],
@@ -226,7 +243,7 @@ def _run_turn_hook(
     gen: Generation,
     generate: GenerateFn,
     params: SamplingParams,
-    token_hook_factory: Any,
+    token_hook_factory: TokenHookFactory | None,
     admissible: list[ActionSpace | None] | None = None,
 ) -> int:
     """Let TDS resample rows of this turn in place (t2po.md §5.1). Returns the tokens of discarded samples."""

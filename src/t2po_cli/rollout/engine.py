@@ -21,18 +21,15 @@ seeded ``torch.Generator`` yields bit-identical tokens: that is what makes ``--t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from t2po_cli.hooks.base import TokenHook
+from t2po_cli.hooks.base import TokenHook, TokenHookFactory
 from t2po_cli.hooks.signal import token_signal
 from t2po_cli.rollout.constraint import ActionConstraint, ActionSpace
 from t2po_cli.rollout.types import Generation, SamplingParams
-
-HookFactory = Callable[[], TokenHook]
-"""Creates one fresh token hook per ``generate`` call."""
 
 FINISH_LENGTH, FINISH_EOS, FINISH_STOP = 0, 1, 2
 FINISH_NAMES = {FINISH_LENGTH: "length", FINISH_EOS: "eos", FINISH_STOP: "stop"}
@@ -172,7 +169,7 @@ class HFEngine:
         prompts: Sequence[str] | Sequence[Sequence[int]],
         params: SamplingParams,
         *,
-        hook_factory: HookFactory | None = None,
+        hook_factory: TokenHookFactory | None = None,
         generator: torch.Generator,
         admissible: Sequence[ActionSpace | Sequence[str] | None] | None = None,
     ) -> Generation:

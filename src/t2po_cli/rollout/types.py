@@ -5,10 +5,15 @@ Shape letters: B sequences in a generate call, T generated positions, V logits w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
+
+if TYPE_CHECKING:
+    from t2po_cli.hooks.base import TokenHookFactory
+    from t2po_cli.rollout.constraint import ActionSpace
 
 
 @dataclass(frozen=True)
@@ -90,3 +95,19 @@ class Generation:
             self.finish_reasons[i] = other.finish_reasons[j]
             if other.hook_reports:
                 self.hook_reports[i] = other.hook_reports[j]
+
+
+class GenerationEngine(Protocol):
+    """What the trainer needs of a rollout engine (``HFEngine`` on CPU, ``VLLMEngine`` on GPU)."""
+
+    def generate(
+        self,
+        prompts: Sequence[str] | Sequence[Sequence[int]],
+        params: SamplingParams,
+        *,
+        hook_factory: TokenHookFactory | None = None,
+        generator: torch.Generator,
+        admissible: Sequence[ActionSpace | Sequence[str] | None] | None = None,
+    ) -> Generation:
+        """One response per prompt, with per-token log-probs, entropies, M_t and forced masks."""
+        ...

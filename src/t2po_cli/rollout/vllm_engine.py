@@ -46,10 +46,10 @@ from typing import Any
 import torch
 
 from t2po_cli.errors import UserError
-from t2po_cli.hooks.base import TokenHook
+from t2po_cli.hooks.base import TokenHook, TokenHookFactory
 from t2po_cli.hooks.signal import token_signal
 from t2po_cli.rollout.constraint import ActionConstraint
-from t2po_cli.rollout.engine import HFEngine, HookFactory
+from t2po_cli.rollout.engine import HFEngine
 from t2po_cli.rollout.types import Generation, SamplingParams
 
 _BRIDGES: dict[str, _CallBridge] = {}
@@ -249,7 +249,7 @@ class VLLMEngine:
         prompts: Sequence[str] | Sequence[Sequence[int]],
         params: SamplingParams,
         *,
-        hook_factory: HookFactory | None = None,
+        hook_factory: TokenHookFactory | None = None,
         generator: torch.Generator,
         admissible: Sequence[Any] | None = None,
     ) -> Generation:

@@ -122,7 +122,7 @@ def prepare_experiment(composed: ComposedRun) -> str:
     """
     from omegaconf import OmegaConf
 
-    from t2po_cli.cli.console import err
+    from t2po_cli.console import err
 
     cfg = composed.config
     if not cfg.tracking.mlflow or cfg.tracking.experiment_id:

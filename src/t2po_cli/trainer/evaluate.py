@@ -3,16 +3,19 @@ starting policy (the warm-start checkpoint)."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from t2po_cli.config.schema import RunConfig
+from t2po_cli.console import Progress
 from t2po_cli.tracking import keys as K
 
+if TYPE_CHECKING:
+    from t2po_cli.trainer.loop import Session
 
-def evaluate_session(s: Any, episodes: int, step: int = 0) -> dict[str, float]:
+
+def evaluate_session(s: Session, episodes: int, step: int = 0) -> dict[str, float]:
     """Run ``episodes`` validation episodes (group size 1, validation sampling, no TDS)."""
     from t2po_cli.trainer.loop import run_rollout, val_tasks
     from t2po_cli.trainer.rollout_metrics import rollout_metrics
@@ -20,9 +23,8 @@ def evaluate_session(s: Any, episodes: int, step: int = 0) -> dict[str, float]:
     cfg = replace(s.cfg, trainer=replace(s.cfg.trainer, val_tasks=episodes),
                   env=replace(s.cfg.env, num_val_tasks=max(episodes, s.cfg.env.num_val_tasks)))
     s_eval = replace(s, cfg=cfg)
-    t0 = time.perf_counter()
     ro = run_rollout(s_eval, "val", step, val_tasks(cfg, s.family), group_size=1)
-    m = rollout_metrics(ro, cfg, time.perf_counter() - t0, turn_hook=None)
+    m = rollout_metrics(ro, cfg)
     return summarize(m, episodes)
 
 
@@ -41,7 +43,8 @@ def summarize(m: dict[str, float], episodes: int) -> dict[str, float]:
     }
 
 
-def evaluate_run(run_dir: str | Path, episodes: int, tti: bool | None = None) -> dict[str, float]:
+def evaluate_run(run_dir: str | Path, episodes: int, tti: bool | None = None,
+                 progress: Progress | None = None) -> dict[str, float]:
     """Evaluate the newest checkpoint of a run (the warm-start policy if it has none).
 
     ``tti`` forces the thinking intervention on or off during this evaluation (None: as the run was trained).
@@ -49,7 +52,7 @@ def evaluate_run(run_dir: str | Path, episodes: int, tti: bool | None = None) ->
     from t2po_cli.trainer import checkpoint as ckpt
     from t2po_cli.trainer.loop import build_session
 
-    s = build_session(run_dir, tti=tti)
+    s = build_session(run_dir, tti=tti, progress=progress)
     found = ckpt.list_checkpoints(s.folder.checkpoints)
     step = 0
     if found:
@@ -62,12 +65,13 @@ def evaluate_run(run_dir: str | Path, episodes: int, tti: bool | None = None) ->
     return {"checkpoint_step": step, "tti": s.cfg.t2po.tti.enabled, **out}
 
 
-def evaluate_recipe(cfg: RunConfig, episodes: int, scratch: Path) -> dict[str, float]:
+def evaluate_recipe(cfg: RunConfig, episodes: int, scratch: Path, progress: Progress | None = None
+                    ) -> dict[str, float]:
     """Evaluate the starting policy of a recipe (after warm start), in a scratch run folder."""
     import yaml
 
     from t2po_cli.config.compose import config_to_dict
-    from t2po_cli.jobs.run_folder import create_run_folder
+    from t2po_cli.run_folder import create_run_folder
     from t2po_cli.trainer.loop import build_session
 
     folder = create_run_folder(
@@ -75,5 +79,5 @@ def evaluate_recipe(cfg: RunConfig, episodes: int, scratch: Path) -> dict[str, f
         resolved_yaml=yaml.safe_dump(config_to_dict(replace(cfg, tracking=replace(cfg.tracking, mlflow=False)))),
         overrides=(), pin=False,
     )
-    s = build_session(folder.path)
+    s = build_session(folder.path, progress=progress)
     return evaluate_session(s, episodes)

@@ -19,19 +19,22 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from t2po_cli.algo.registry import get_estimator
 from t2po_cli.config.compose import load_run_config
 from t2po_cli.config.schema import RunConfig
+from t2po_cli.console import NullProgress, Progress
 from t2po_cli.envs.base import EnvFamily, Task
 from t2po_cli.envs.registry import get_family
-from t2po_cli.jobs.run_folder import RunFolder
+from t2po_cli.hooks.base import TokenHookFactory, TurnHook
 from t2po_cli.rollout.collector import Rollout, collect
 from t2po_cli.rollout.types import SamplingParams
+from t2po_cli.run_folder import RunFolder
 from t2po_cli.tracking import keys as K
 from t2po_cli.tracking.jsonl import MetricsWriter, read_metrics
 from t2po_cli.trainer import checkpoint as ckpt
@@ -39,7 +42,16 @@ from t2po_cli.trainer.advantage_step import compute_step_advantages
 from t2po_cli.trainer.rollout_metrics import rollout_metrics
 from t2po_cli.trainer.update import UpdateContext, policy_update
 
+if TYPE_CHECKING:
+    from t2po_cli.rollout.types import GenerationEngine
+    from t2po_cli.tracking.mlflow_sink import MlflowSink
+    from t2po_cli.trainer.models import Policy
+
 VAL_SEED_OFFSET = 1000  # envs.md §0.2: validation uses base seed + 1000, group size 1
+
+
+Hooks = tuple["TokenHookFactory | None", "TurnHook | None"]
+"""A phase's (token-hook factory, turn hook); ``(None, None)`` is the baseline (T2PO off)."""
 
 
 @dataclass
@@ -49,13 +61,14 @@ class Session:
     cfg: RunConfig
     folder: RunFolder
     family: EnvFamily
-    policy: Any
-    engine: Any
+    policy: Policy
+    engine: GenerationEngine
     ctx: UpdateContext
-    train_hooks: tuple[Any, Any]
-    val_hooks: tuple[Any, Any]
+    train_hooks: Hooks
+    val_hooks: Hooks
     writer: MetricsWriter
-    sink: Any
+    sink: MlflowSink | None
+    progress: Progress = field(default_factory=NullProgress)
 
 
 def _seed_everything(seed: int) -> None:
@@ -104,13 +117,14 @@ def run_rollout(s: Session, phase: str, step: int, tasks: list[Task], group_size
     def encode(msg: str) -> list[int]:
         return build_chat_prompt(s.policy.tokenizer, msg)[-max_prompt:]
 
-    def generate(prompts: list[list[int]], params: SamplingParams, hook_factory: Any, admissible: Any = None):
+    def generate(prompts: list[list[int]], params: SamplingParams, hook_factory: TokenHookFactory | None,
+                 admissible: Any = None):
         return s.engine.generate(prompts, params, hook_factory=hook_factory, generator=gen, admissible=admissible)
 
     return collect(
         family=s.family, make_env=lambda: s.family.make_env(cfg.env), tasks=tasks, group_size=group_size,
         encode_prompt=encode, generate=generate, params=_sampling(cfg, s.family, phase),
-        max_turns=cfg.env.max_turns, history_length=cfg.env.history_length,
+        max_turns=s.family.turn_limit(cfg.env), history_length=cfg.env.history_length,
         token_hook_factory=token_hooks, turn_hook=turn_hook, constrained_actions=cfg.trainer.constrained_actions,
         constrained_queries=cfg.trainer.constrained_queries,
         # The release generates for the whole batch, finished envs included (t2po.md §8 #4); only with hooks,
@@ -121,22 +135,23 @@ def run_rollout(s: Session, phase: str, step: int, tasks: list[Task], group_size
 
 def validate(s: Session, step: int) -> dict[str, float]:
     """Validation metrics (greedy-ish sampling, group size 1, no TDS) under the ``val/`` prefix."""
-    t0 = time.perf_counter()
     ro = run_rollout(s, "val", step, val_tasks(s.cfg, s.family), group_size=1)
-    m = rollout_metrics(ro, s.cfg, time.perf_counter() - t0, turn_hook=None)
+    m = rollout_metrics(ro, s.cfg)
     return {K.val(k): v for k, v in m.items()}
 
 
-def build_session(run_dir: str | Path, *, tti: bool | None = None) -> Session:
+def build_session(run_dir: str | Path, *, tti: bool | None = None, progress: Progress | None = None) -> Session:
     """Load the run folder's config and build the policy, engine, hooks, optimizer and sinks.
 
     ``tti`` (evaluation only) switches the thinking intervention on or off for this session, whatever the run
-    was trained with; the run folder's config is not changed. None keeps the run's setting.
+    was trained with; the run folder's config is not changed. None keeps the run's setting. ``progress``
+    receives the warm start's progress and the run's notes (nothing is printed without one).
     """
     from t2po_cli.hooks.factory import build_hooks
     from t2po_cli.trainer.models import load_policy
     from t2po_cli.trainer.warmstart import ensure_warmstart
 
+    progress = progress or NullProgress()
     folder = RunFolder.open(run_dir)
     cfg = load_run_config(folder.config_path)
     if tti is not None:
@@ -144,21 +159,28 @@ def build_session(run_dir: str | Path, *, tti: bool | None = None) -> Session:
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     family = get_family(cfg.env.name)
-    warm = ensure_warmstart(cfg, progress=_warm_progress())
+    estimator = get_estimator(cfg.algo.name)
+    warm = ensure_warmstart(cfg, progress=progress)
     _seed_everything(cfg.trainer.seed)
-    # PPO needs a critic: the value head is implied by algo=ppo (a derived local value, not a config edit).
-    model_cfg = replace(cfg.model, value_head=cfg.model.value_head or cfg.algo.name == "ppo")
+    # A critic estimator (PPO) needs a value head: implied by the estimator (a derived local value, not a
+    # config edit).
+    model_cfg = replace(cfg.model, value_head=cfg.model.value_head or estimator.needs_values)
     policy = load_policy(model_cfg, checkpoint=warm, with_reference=cfg.trainer.kl_coef > 0)
     engine = _make_engine(cfg, policy)
     think_ids = _think_ids(cfg, policy)
-    train_hooks = build_hooks(cfg, think_ids, "train", cfg.trainer.max_response_tokens)
+    budget = cfg.trainer.max_response_tokens
+    train_hooks = build_hooks(cfg.t2po, think_ids, "train", budget, env_max_think_tokens=cfg.env.max_think_tokens)
     released = getattr(train_hooks[0], "released_state", None)
-    val_hooks = build_hooks(cfg, think_ids, "val", cfg.trainer.max_response_tokens, released_state=released)
+    val_hooks = build_hooks(cfg.t2po, think_ids, "val", budget, env_max_think_tokens=cfg.env.max_think_tokens,
+                            released_state=released)
     params = policy.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay)
+    settings = estimator.settings(getattr(cfg.algo, estimator.name))
     ctx = UpdateContext(
         model=policy.model, optimizer=optimizer, params=params, pad_id=policy.pad_id,
         value_head=policy.value_head, reference=policy.reference if cfg.trainer.kl_coef > 0 else None,
+        # A critic estimator's params carry the value-loss weight (``Estimator.needs_values``).
+        value_coef=float(getattr(settings, "value_coef", 0.0)) if estimator.needs_values else 0.0,
     )
     sink = None
     if cfg.tracking.mlflow:
@@ -166,10 +188,10 @@ def build_session(run_dir: str | Path, *, tti: bool | None = None) -> Session:
 
         sink = MlflowSink(folder.path, cfg)
     return Session(cfg, folder, family, policy, engine, ctx, train_hooks, val_hooks,
-                   MetricsWriter(folder.metrics_path), sink)
+                   MetricsWriter(folder.metrics_path), sink, progress)
 
 
-def _think_ids(cfg: RunConfig, policy: Any) -> tuple[int, int] | None:
+def _think_ids(cfg: RunConfig, policy: Policy) -> tuple[int, int] | None:
     if not cfg.t2po.tti.enabled:
         return policy.think_ids
     from t2po_cli.hooks.tti import resolve_think_ids
@@ -177,27 +199,13 @@ def _think_ids(cfg: RunConfig, policy: Any) -> tuple[int, int] | None:
     return resolve_think_ids(policy.tokenizer)
 
 
-def _make_engine(cfg: RunConfig, policy: Any) -> Any:
+def _make_engine(cfg: RunConfig, policy: Policy) -> GenerationEngine:
     if cfg.trainer.engine == "vllm":
         from t2po_cli.rollout.vllm_engine import VLLMEngine as Engine
     else:
         from t2po_cli.rollout.engine import HFEngine as Engine
     return Engine(policy, max_prompt_tokens=cfg.trainer.max_prompt_tokens, signal_alpha=cfg.t2po.alpha,
                   released_signal=cfg.t2po.compat == "released")
-
-
-def _warm_progress():
-    from t2po_cli.cli.console import err
-
-    last = {"t": 0.0}
-
-    def report(step: int, total: int, loss: float) -> None:
-        now = time.monotonic()
-        if step + 1 == total or now - last["t"] > 5:
-            err.print(f"warm start: step {step + 1}/{total}  loss {loss:.3f}")
-            last["t"] = now
-
-    return report
 
 
 def _resume(s: Session) -> int:
@@ -242,16 +250,15 @@ def train_step(s: Session, step: int) -> dict[str, float]:
     t0 = time.perf_counter()
     rollout = run_rollout(s, "train", step, train_tasks(cfg, s.family, step), cfg.trainer.group_size)
     t_roll = time.perf_counter() - t0
-    metrics = rollout_metrics(rollout, cfg, t_roll, turn_hook=s.train_hooks[1])
+    metrics = rollout_metrics(rollout, cfg)
     adv = compute_step_advantages(s, rollout)
     metrics.update(adv.stats)
+    if adv.warning:
+        s.progress.note(f"step {step}: {adv.warning}")
     _set_lr(s, step)
     t1 = time.perf_counter()
-    injector = _nan_injector(step)
-    if adv.extra_loss is not None:
-        s.ctx.extra_loss = adv.extra_loss
-    metrics.update(policy_update(s.ctx, rollout.rows, adv.advantages, adv.returns, cfg, nan_injector=injector))
-    s.ctx.extra_loss = None
+    metrics.update(policy_update(s.ctx, rollout.rows, adv.advantages, adv.returns, cfg,
+                                 policy_loss=adv.policy_loss, nan_injector=_nan_injector(step)))
     metrics[K.UPDATE_TIME] = time.perf_counter() - t1
     metrics[K.ROLLOUT_TIME] = t_roll
     metrics[K.STEP_TIME] = time.perf_counter() - t0
@@ -266,45 +273,57 @@ def _nan_injector(step: int):
     return lambda loss: loss * math.nan
 
 
-def train_run(run_dir: str | Path) -> dict[str, Any]:
-    """Train (or resume) the run in ``run_dir``. Returns the last train and validation metrics."""
-    from t2po_cli.cli.console import err
+def train_run(run_dir: str | Path, progress: Progress | None = None) -> dict[str, Any]:
+    """Train (or resume) the run in ``run_dir``. Returns the last train and validation metrics.
 
-    s = build_session(run_dir)
+    ``progress`` receives the warm start's and the steps' progress and the run's notes; the trainer itself
+    prints nothing.
+    """
+    progress = progress or NullProgress()
+    s = build_session(run_dir, progress=progress)
     t = s.cfg.trainer
     start = _resume(s)
     s.folder.write_status("running", step=start, pid=os.getpid())
     if start:
-        err.print(f"resumed from checkpoint step {start}")
+        progress.note(f"resumed from checkpoint step {start}")
     last_train: dict[str, float] = {}
     last_val: dict[str, float] = {}
     try:
         if start == 0 and t.val_every:
             last_val = validate(s, 0)
             _log(s, 0, "val", last_val)
-        with _progress(t.steps, start) as advance:
-            for step in range(start + 1, t.steps + 1):
-                last_train = train_step(s, step)
-                _log(s, step, "train", last_train)
-                if t.val_every and (step % t.val_every == 0 or step == t.steps):
-                    last_val = validate(s, step)
-                    _log(s, step, "val", last_val)
-                if step == t.steps or (t.save_every and step % t.save_every == 0):
-                    _save(s, step)
-                s.folder.write_status("running", step=step, pid=os.getpid())
-                advance(step, last_train, last_val)
+        progress.start("train", t.steps, start)
+        for step in range(start + 1, t.steps + 1):
+            last_train = train_step(s, step)
+            _log(s, step, "train", last_train)
+            if t.val_every and (step % t.val_every == 0 or step == t.steps):
+                last_val = validate(s, step)
+                _log(s, step, "val", last_val)
+            if step == t.steps or (t.save_every and step % t.save_every == 0):
+                _save(s, step)
+            s.folder.write_status("running", step=step, pid=os.getpid())
+            progress.update(step, _progress_info(last_train, last_val))
     except BaseException as e:
         s.folder.write_status("failed", error=f"{type(e).__name__}: {e}"[:500])
         if s.sink is not None:
             s.sink.finish("FAILED")
         raise
+    finally:
+        progress.stop()
     s.folder.write_status("finished", step=t.steps)
     if s.sink is not None:
         s.sink.deliver(read_metrics(s.writer.path))
         s.sink.finish("FINISHED")
     summary = {"steps": t.steps, "train": _headline(last_train), "val": _headline(last_val)}
-    err.print(f"finished {s.folder.path}: val success {summary['val'].get('success_rate', float('nan')):.3f}")
+    progress.note(f"finished {s.folder.path}: val success {summary['val'].get('success_rate', float('nan')):.3f}")
     return summary
+
+
+def _progress_info(train: dict[str, float], val: dict[str, float]) -> str:
+    info = f"success {train.get(K.SUCCESS_RATE, float('nan')):.2f}"
+    if K.val(K.SUCCESS_RATE) in val:
+        info += f"  val {val[K.val(K.SUCCESS_RATE)]:.2f}"
+    return info
 
 
 def _headline(m: dict[str, float]) -> dict[str, float]:
@@ -320,33 +339,3 @@ def _log(s: Session, step: int, split: str, metrics: dict[str, float]) -> None:
     row = s.writer.write(step, split, metrics)
     if s.sink is not None:
         s.sink.deliver([row])
-
-
-class _progress:
-    """A Rich progress bar on stderr (hidden when stderr is not a terminal)."""
-
-    def __init__(self, total: int, start: int) -> None:
-        self.total, self.start = total, start
-
-    def __enter__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        from t2po_cli.cli.console import err
-
-        self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                            TextColumn("{task.fields[info]}"), console=err, transient=False)
-        self.bar.__enter__()
-        self.task = self.bar.add_task("train", total=self.total, completed=self.start, info="")
-
-        def advance(step: int, train: dict[str, float], val: dict[str, float]) -> None:
-            info = f"success {train.get(K.SUCCESS_RATE, float('nan')):.2f}"
-            if K.val(K.SUCCESS_RATE) in val:
-                info += f"  val {val[K.val(K.SUCCESS_RATE)]:.2f}"
-            self.bar.update(self.task, completed=step, info=info)
-            if not err.is_terminal:
-                err.print(f"step {step}/{self.total}  {info}")
-
-        return advance
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.__exit__(*exc)

@@ -38,8 +38,11 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+TINY_CORPUS_ENVS = ("webshop", "alfworld", "searchqa")
+"""The env families whose prompts and expert responses train the tiny tokenizer, in this order. A model
+decision, not the env registry: a newly added env joins only when this tuple (and the version below) changes."""
 TINY_CORPUS_VERSION = "envs-1"
-"""Names the default corpus (``envs.registry.corpus_texts()``) in the cache key. Bump it whenever an env
+"""Names the default corpus (``corpus_texts(TINY_CORPUS_ENVS)``) in the cache key. Bump it whenever an env
 family's prompts or expert responses change, so the tokenizer is retrained on the new text."""
 TINY_INIT_SEED = 0
 """Weights seed of the tiny build. Fixed, not ``trainer.seed``: runs with different seeds share one base."""
@@ -204,7 +207,7 @@ def tiny_dir(cfg: ModelConfig, texts: Iterable[str] | None = None, corpus_versio
 
     Args:
         cfg: model sizes and vocabulary size.
-        texts: tokenizer corpus; ``None`` = ``envs.registry.corpus_texts()``.
+        texts: tokenizer corpus; ``None`` = ``envs.registry.corpus_texts(TINY_CORPUS_ENVS)``.
         corpus_version: names the corpus in the cache key. ``None`` with explicit ``texts`` hashes the texts
             themselves; ``None`` with the default corpus uses ``TINY_CORPUS_VERSION``.
 
@@ -222,7 +225,7 @@ def tiny_dir(cfg: ModelConfig, texts: Iterable[str] | None = None, corpus_versio
         if corpus is None:
             from t2po_cli.envs.registry import corpus_texts
 
-            corpus = corpus_texts()
+            corpus = corpus_texts(TINY_CORPUS_ENVS)
         tokenizer = train_tokenizer(corpus, cfg.vocab_size)
         model = init_tiny_model(cfg, tokenizer)
         model.save_pretrained(out)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
 import torch
 
@@ -26,7 +25,7 @@ def zero_variance_group_rate(rollout: Rollout) -> float:
     return sum(1 for rs in groups.values() if max(rs) == min(rs)) / len(groups)
 
 
-def rollout_metrics(rollout: Rollout, cfg: RunConfig, seconds: float, *, turn_hook: Any) -> dict[str, float]:
+def rollout_metrics(rollout: Rollout, cfg: RunConfig) -> dict[str, float]:
     """Episode, response, signal, throughput and T2PO metrics of one rollout (keys from tracking/keys.py)."""
     from t2po_cli.hooks.metrics import tti_metrics
 
@@ -56,7 +55,7 @@ def rollout_metrics(rollout: Rollout, cfg: RunConfig, seconds: float, *, turn_ho
     reports = [r.hook_report for r in rows if r.hook_report]
     if reports:
         m.update(tti_metrics(reports, [r.turn for r in rows if r.hook_report], include_tti=cfg.t2po.tti.enabled))
-    if turn_hook is not None:
-        m.update(turn_hook.metrics())
+    if rollout.hook_metrics:
+        m.update(rollout.hook_metrics)
         m[K.TDS_TIME] = rollout.tds_seconds
     return m

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from t2po_cli.algo import losses as L
+from t2po_cli.algo.registry import PolicyLoss
 from t2po_cli.config.schema import RunConfig
 from t2po_cli.rollout.collector import TurnRow
 from t2po_cli.tracking import keys as K
@@ -35,8 +36,7 @@ class UpdateContext:
         value_head: PPO critic head on the last prompt hidden state, or None.
         reference: context manager factory under which ``model`` computes reference logits (LoRA:
             ``model.disable_adapter``), or None when no KL term is used.
-        extra_loss: optional ``(rows_idx, logps, old_logps, adv, mask) -> (loss, stats)`` replacing the PPO-clip
-            term (A2TGPO's adaptive turn-level clip).
+        value_coef: weight of the value loss when ``value_head`` is set (the critic estimator's setting).
     """
 
     model: torch.nn.Module
@@ -45,7 +45,7 @@ class UpdateContext:
     pad_id: int
     value_head: torch.nn.Module | None = None
     reference: Callable[[], contextlib.AbstractContextManager] | None = None
-    extra_loss: Callable[..., tuple[torch.Tensor, dict[str, float]]] | None = None
+    value_coef: float = 0.0
     skipped_total: int = 0
     nonfinite_total: int = 0
     stats: dict[str, list[float]] = field(default_factory=dict)
@@ -104,6 +104,7 @@ def policy_update(
     returns: torch.Tensor,
     cfg: RunConfig,
     *,
+    policy_loss: PolicyLoss | None = None,
     nan_injector: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Run the PPO epochs over this step's rows and return the update metrics.
@@ -114,6 +115,7 @@ def policy_update(
         advantages: ``FloatTensor[N]`` per row.
         returns: ``FloatTensor[N]`` value targets (PPO) per row.
         cfg: run config (read only).
+        policy_loss: the estimator's replacement for the PPO-clip term (A²TGPO's turn-level clip), or None.
         nan_injector: test hook that may corrupt the loss (reliability tests).
     """
     t = cfg.trainer
@@ -133,7 +135,7 @@ def policy_update(
             chunks = micro_batches(mb, t.micro_batch_rows)
             finite = True
             for chunk in chunks:
-                loss = _micro_loss(ctx, rows, chunk, advantages, returns, old, cfg, mask_forced)
+                loss = _micro_loss(ctx, rows, chunk, advantages, returns, old, cfg, mask_forced, policy_loss)
                 if nan_injector is not None:
                     loss = nan_injector(loss)
                 if not torch.isfinite(loss):
@@ -169,6 +171,7 @@ def _micro_loss(
     old: dict[int, torch.Tensor],
     cfg: RunConfig,
     mask_forced: bool,
+    policy_loss: PolicyLoss | None,
 ) -> torch.Tensor:
     t, a = cfg.trainer, cfg.algo
     batch = _packed(rows, chunk, ctx.pad_id, mask_forced)
@@ -184,8 +187,8 @@ def _micro_loss(
     else:
         old_logps = logps.detach()
     adv = L.broadcast_to_tokens(advantages[chunk].float(), mask)
-    if ctx.extra_loss is not None:
-        loss, stats = ctx.extra_loss(chunk, logps, old_logps, adv, mask)
+    if policy_loss is not None:
+        loss, stats = policy_loss(chunk, logps, old_logps, adv, mask)
     else:
         loss, stats = L.ppo_clip_loss(
             logps, old_logps, adv, mask, clip_low=a.clip_low, clip_high=a.clip_high, dual_clip_c=a.dual_clip_c
@@ -207,7 +210,7 @@ def _micro_loss(
         values = ctx.value_head(hidden.float()).reshape(-1)
         row_mask = torch.ones(len(chunk), dtype=torch.bool)
         vloss = L.value_loss(values, returns[chunk].float(), row_mask)
-        loss = loss + a.value_coef * vloss
+        loss = loss + ctx.value_coef * vloss
         stats[K.VALUE_LOSS] = float(vloss)
     for k, v in stats.items():
         ctx.stats.setdefault(k, []).append(float(v))

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from t2po_cli.config.schema import RunConfig
+from t2po_cli.console import NullProgress, Progress, format_duration
 from t2po_cli.envs.registry import expert_dialogues, get_family
 from t2po_cli.trainer.batching import micro_batches, pack_rows, response_logits
 
@@ -45,7 +46,7 @@ def warmstart_key(cfg: RunConfig) -> str:
         # Families with a separate demonstrator (WebShop) get a new key; the others keep their cached builds.
         **({"demonstrator": "demo"} if fam.demo_policy is not None else {}),
         "history_length": cfg.env.history_length,
-        "max_turns": cfg.env.max_turns,
+        "max_turns": fam.turn_limit(cfg.env),
         "max_prompt_tokens": cfg.trainer.max_prompt_tokens,
         "warmstart": {k: v for k, v in asdict(cfg.trainer.warmstart).items() if k not in ("enabled", "checkpoint")},
     }
@@ -89,7 +90,8 @@ def sft_examples(cfg: RunConfig, encode_prompt: Callable[[str], list[int]], toke
     think = (tokenizer.convert_tokens_to_ids("<think>"), tokenizer.convert_tokens_to_ids("</think>"))
     examples: list[tuple[list[int], torch.Tensor]] = []
     for turns in expert_dialogues(cfg.env.name, ws.episodes, WARMSTART_SEED,
-                                  history_length=cfg.env.history_length, max_turns=cfg.env.max_turns,
+                                  history_length=cfg.env.history_length,
+                                  max_turns=get_family(cfg.env.name).turn_limit(cfg.env),
                                   demonstrator=True):
         for prompt, response in turns:
             ids = tokenizer(response, add_special_tokens=False)["input_ids"]
@@ -153,8 +155,11 @@ def supervised_finetune(
     return losses
 
 
-def ensure_warmstart(cfg: RunConfig, *, progress: Callable[[int, int, float], None] | None = None) -> Path | None:
+def ensure_warmstart(cfg: RunConfig, *, progress: Progress | None = None) -> Path | None:
     """The warm-start checkpoint this run starts from, building (and caching) it if needed.
+
+    ``progress`` hears what is being built (once per machine and recipe), how long it should take, and the
+    steps as they run.
 
     Returns:
         A folder written by ``save_trainable``, or None when warm start is disabled.
@@ -176,8 +181,7 @@ def ensure_warmstart(cfg: RunConfig, *, progress: Callable[[int, int, float], No
     return final
 
 
-def build_warmstart(cfg: RunConfig, out: Path, *, progress: Callable[[int, int, float], None] | None = None
-                    ) -> dict[str, float]:
+def build_warmstart(cfg: RunConfig, out: Path, *, progress: Progress | None = None) -> dict[str, float]:
     """Fine-tune the base model on expert demonstrations and save it to ``out`` atomically."""
     from t2po_cli.rollout.engine import build_chat_prompt
     from t2po_cli.trainer.models import load_policy, save_trainable
@@ -194,11 +198,14 @@ def build_warmstart(cfg: RunConfig, out: Path, *, progress: Callable[[int, int, 
         return build_chat_prompt(policy.tokenizer, msg)[-max_prompt:]
 
     examples = sft_examples(cfg, encode, policy.tokenizer, policy.eos_id)
-    losses = supervised_finetune(
-        policy.model, examples, steps=ws.steps, lr=ws.lr, batch_size=ws.batch_size, pad_id=policy.pad_id,
-        micro_batch=max(1, cfg.trainer.micro_batch_rows),
-        progress=(lambda s, loss: progress(s, ws.steps, loss)) if progress else None,
-    )
+    report = _StepReport(progress or NullProgress(), cfg, ws.steps)
+    try:
+        losses = supervised_finetune(
+            policy.model, examples, steps=ws.steps, lr=ws.lr, batch_size=ws.batch_size, pad_id=policy.pad_id,
+            micro_batch=max(1, cfg.trainer.micro_batch_rows), progress=report,
+        )
+    finally:
+        report.progress.stop()
     if not ws.full_finetune and hasattr(policy.model, "merge_and_unload"):
         policy.model = policy.model.merge_and_unload()
         policy.lora = False
@@ -214,3 +221,30 @@ def build_warmstart(cfg: RunConfig, out: Path, *, progress: Callable[[int, int, 
     else:
         tmp.rename(out)
     return summary
+
+
+ESTIMATE_AFTER_STEPS = 3
+"""The first-run notice gives its time estimate after this many warm-start steps (measured, not guessed)."""
+
+
+class _StepReport:
+    """Feeds ``supervised_finetune``'s per-step callback to a ``Progress`` and, after a few steps, tells the
+    user once what is being built and about how long it takes (it is cached afterwards)."""
+
+    def __init__(self, progress: Progress, cfg: RunConfig, steps: int) -> None:
+        import time
+
+        self.progress, self.cfg, self.steps = progress, cfg, steps
+        self._clock = time.monotonic
+        self._t0 = self._clock()
+        progress.start("warm start", steps)
+
+    def __call__(self, step: int, loss: float) -> None:
+        done = step + 1
+        if done == min(ESTIMATE_AFTER_STEPS, self.steps):
+            per_step = (self._clock() - self._t0) / done
+            self.progress.note(
+                f"building the warm start of {self.cfg.model.name} on {self.cfg.env.name} "
+                f"(about {format_duration(per_step * self.steps)}, once; cached in {warmstart_dir(self.cfg)})"
+            )
+        self.progress.update(done, f"loss {loss:.3f}")

@@ -85,6 +85,8 @@ FAMILY = EnvFamily(
     stop_strings=("</action>",),
     has_gold_answers=False,
     template_version=TEMPLATE_VERSION,
+    max_turns=50,
+    input_hint="type one admissible command, e.g. go to cabinet 1 or take apple 1 from countertop 1",
 )
 
 __all__ = ["FAMILY", "SPLITS", "make_env", "make_task", "project", "sample_tasks", "task_seed"]

@@ -104,5 +104,8 @@ FAMILY = EnvFamily(
     stop_strings=("</search>", "</answer>"),
     has_gold_answers=True,
     template_version=TEMPLATE_VERSION,
+    max_turns=4,
+    input_hint="type <search>a query</search> or <answer>the answer</answer>",
+    human_template="{line}",
     forced_answer_prompt=FORCED_ANSWER_PROMPT,
 )

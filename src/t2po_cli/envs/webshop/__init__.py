@@ -72,5 +72,7 @@ FAMILY = EnvFamily(
     stop_strings=("</action>",),
     has_gold_answers=False,
     template_version=TEMPLATE_VERSION,
+    max_turns=15,
+    input_hint="type one action, e.g. search[red running shoes] or click[buy now]",
     demo_policy=demo_policy,
 )

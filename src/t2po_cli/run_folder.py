@@ -139,7 +139,7 @@ def _check_writable(folder: Path) -> None:
 
 def pin_code(dest: Path, repo: Path) -> None:
     """Copy the package source and recipes, so a queued job runs the code that was submitted."""
-    pkg = Path(__file__).resolve().parents[1]
+    pkg = Path(__file__).resolve().parent  # this module sits at the package root
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(pkg, dest / "t2po_cli", ignore=ignore)
     for extra in ("recipes", "sweeps", "slurm"):
@@ -174,7 +174,7 @@ def create_run_folder(
         explicit_dir: ``--run-dir``: use exactly this folder, which must not exist or be empty.
         pin: copy the code into ``code/``.
     """
-    from t2po_cli.config.compose import repo_root
+    from t2po_cli.paths import repo_root
 
     check_name(experiment, "experiment name")
     check_name(run_name, "run name")

@@ -1,0 +1,1 @@
+"""One module per advantage estimator; each defines ``ESTIMATOR`` (see ``algo.registry``). Torch-free at import."""
