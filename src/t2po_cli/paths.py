@@ -1,4 +1,4 @@
-"""Where the project's files are: the source checkout, its recipes and sweeps (ground floor).
+"""Where the project's files are: the source checkout, its recipes and sweeps, the cache (ground floor).
 
 Every layer may import this module; it imports only the standard library and ``t2po_cli.errors``.
 """
@@ -38,3 +38,7 @@ def sweeps_dir() -> Path:
     """Folder of the shipped sweep files."""
     return repo_root() / "sweeps"
 
+
+def cache_root() -> Path:
+    """Where built models, warm starts and command logs are cached: ``$T2PO_CACHE`` or ``~/.cache/t2po``."""
+    return Path(os.environ.get("T2PO_CACHE") or Path.home() / ".cache" / "t2po")

@@ -10,7 +10,7 @@ Layout of ``<runs_root>/<experiment>/<run-name>/``::
     metrics.jsonl          one JSON row per logged step (tracking/jsonl.py)
     checkpoints/step_N/    adapter/weights, optimizer, RNG states, data cursor
     status.json            {"state": created|running|finished|failed, ...}
-    logs/                  launcher stdout/stderr
+    logs/                  launcher stdout/stderr; train.log holds third-party log records and warnings
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ METRICS = "metrics.jsonl"
 STATUS = "status.json"
 CHECKPOINTS = "checkpoints"
 CODE = "code"
+LOGS = "logs"
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
@@ -91,6 +92,15 @@ class RunFolder:
     @property
     def code(self) -> Path:
         return self.path / CODE
+
+    @property
+    def logs(self) -> Path:
+        return self.path / LOGS
+
+    @property
+    def train_log(self) -> Path:
+        """Third-party log records and warnings of the run (``capture.capture_third_party``)."""
+        return self.path / LOGS / "train.log"
 
     def write_status(self, state: str, **extra: object) -> None:
         """Atomically record the run's state."""
@@ -203,7 +213,7 @@ def create_run_folder(
         if pin:
             pin_code(tmp / CODE, repo)
         (tmp / CHECKPOINTS).mkdir()
-        (tmp / "logs").mkdir()
+        (tmp / LOGS).mkdir()
         folder = RunFolder(tmp)
         folder.write_status("created")
         if path.exists():  # explicit empty dir

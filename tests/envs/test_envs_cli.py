@@ -56,6 +56,30 @@ def test_play_human_webshop_quit(capsys, monkeypatch):
     assert "'Back to Search' [SEP] 'Page 1 (Total results:" in captured.err  # the page after the search
 
 
+@pytest.mark.parametrize(("env", "typed", "example"), [
+    ("webshop", "search[shirt]", "e.g. search[red running shoes] or click[buy now]"),
+    ("alfworld", "look", "e.g. go to cabinet 1"),
+    ("searchqa", "<search>capital</search>", "<search>a query</search> or <answer>the answer</answer>"),
+])
+def test_play_human_shows_the_goal_first_and_an_example_of_this_env(env, typed, example, tmp_path):
+    """A person sees what to achieve before the first screen (WebShop's first page shows only 'Search'), and
+    the input hint gives an action of this env. Driven through stdin of the real command."""
+    from t2po_cli.envs.registry import get_family
+
+    task = get_family(env).sample_tasks("val", [0], 0, 1)[0]
+    r = subprocess.run([sys.executable, "-m", "t2po_cli", "envs", "play", "--env", env, "--policy", "human",
+                        "--episodes", "1"], input=f"{typed}\nquit\n", capture_output=True, text=True, cwd=tmp_path,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    screen = " ".join(r.stderr.split())  # Rich wraps long lines at the terminal width
+    goal = " ".join(f"goal: {task.instruction}".split())
+    assert goal in screen
+    assert screen.index(goal) < screen.index("> ")  # shown before the first prompt for an action
+    assert example in screen
+    if env != "webshop":
+        assert "search[red shoes]" not in screen  # the old WebShop-only hint on every env
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["envs", "play", "--env", "webshop", "--policy", "smart"], "--policy"),
     (["envs", "play", "--env", "nope"], "unknown env"),

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from t2po_cli.algo.advantages import RowBatch, traj_order
+from t2po_cli.tracking import keys as K
 
 if TYPE_CHECKING:
     from t2po_cli.algo.estimators.a2tgpo import A2TGPOParams
@@ -342,7 +343,7 @@ def compute_a2tgpo_advantages(rows: RowBatch, gold_logps: torch.Tensor, p: A2TGP
     adv = accumulate_advantages(ig_norm, has_ig, outcome, rows.traj_id, rows.turn, p)
     c = clip_scale(ig_norm, has_ig, p)
     stats = a2tgpo_stats(rows, ig, has_ig, ig_norm, group_std, group_size, ordinal, c, outcome, adv)
-    median = stats.get("a2tgpo/ig_raw_group_std_median")
+    median = stats.get(K.A2TGPO_IG_RAW_GROUP_STD_MEDIAN)
     warning = None
     if median is not None and median < 10 * p.norm_eps:
         warning = (
@@ -381,23 +382,23 @@ def a2tgpo_stats(
     """The a2tgpo.md §9 metrics (all ``[N]`` inputs as in ``A2TGPOResult``); clip scale over IG turns' rows."""
     sel = has_ig
     stats: dict[str, float] = {}
-    stats |= _moments("a2tgpo/ig_raw", ig[sel]) | _by_turn("a2tgpo/ig_raw", ig[sel], rows.turn[sel])
-    stats |= _moments("a2tgpo/ig_norm", ig_norm[sel]) | _by_turn("a2tgpo/ig_norm", ig_norm[sel], rows.turn[sel])
+    stats |= _moments(K.A2TGPO_IG_RAW, ig[sel]) | _by_turn(K.A2TGPO_IG_RAW, ig[sel], rows.turn[sel])
+    stats |= _moments(K.A2TGPO_IG_NORM, ig_norm[sel]) | _by_turn(K.A2TGPO_IG_NORM, ig_norm[sel], rows.turn[sel])
     # One entry per (uid, ordinal) group: the group's first row.
     keys = rows.group_id[sel] * (len(rows) + 1) + ordinal[sel]
     uniq, inv = torch.unique(keys, return_inverse=True)
     first = torch.zeros(uniq.numel(), dtype=torch.long).scatter_(0, inv.flip(0), torch.arange(keys.numel()).flip(0))
     g_std, g_size = group_std[sel][first], group_size[sel][first]
-    stats["a2tgpo/singleton_turn_groups"] = float((g_size <= 1).sum())
+    stats[K.A2TGPO_SINGLETON_TURN_GROUPS] = float((g_size <= 1).sum())
     if (g_size > 1).any():
-        stats["a2tgpo/ig_raw_group_std_median"] = float(g_std[g_size > 1].median())
-    stats |= _moments("a2tgpo/clip_scale", c[sel], ("mean", "std", "min", "max"))
-    stats |= _moments("a2tgpo/adv", adv, ("mean", "min", "max")) | _by_turn("a2tgpo/adv", adv, rows.turn)
+        stats[K.A2TGPO_IG_RAW_GROUP_STD_MEDIAN] = float(g_std[g_size > 1].median())
+    stats |= _moments(K.A2TGPO_CLIP_SCALE, c[sel], ("mean", "std", "min", "max"))
+    stats |= _moments(K.A2TGPO_ADV, adv, ("mean", "min", "max")) | _by_turn(K.A2TGPO_ADV, adv, rows.turn)
     traj, tinv = torch.unique(rows.traj_id, return_inverse=True)
     turns = torch.zeros(traj.numel()).index_add_(0, tinv, torch.ones(len(rows)))
     tfirst = torch.zeros(traj.numel(), dtype=torch.long).scatter_(0, tinv.flip(0), torch.arange(len(rows)).flip(0))
-    stats |= _moments("a2tgpo/outcome_norm", outcome[tfirst])
-    stats["a2tgpo/turns_per_traj/mean"] = float(turns.mean())
+    stats |= _moments(K.A2TGPO_OUTCOME_NORM, outcome[tfirst])
+    stats[K.A2TGPO_TURNS_PER_TRAJ_MEAN] = float(turns.mean())
     # A trajectory of one turn made no tool call (App. C.4).
-    stats["a2tgpo/zero_call_rate"] = float((turns == 1).float().mean())
+    stats[K.A2TGPO_ZERO_CALL_RATE] = float((turns == 1).float().mean())
     return stats

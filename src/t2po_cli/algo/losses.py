@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import torch
 
+from t2po_cli.tracking import keys
+
 LOG_RATIO_CLAMP = 20.0
 """|log π_θ − log π_old| and |log π_ref − log π_θ| are clamped here before ``exp`` (gigpo.md §9, errata 8)."""
 KL_CLAMP = 10.0
@@ -135,10 +137,10 @@ def ppo_clip_loss(
     loss = token_mean(per_token, mask)
     with torch.no_grad():
         stats = {
-            "actor/pg_loss": float(loss),
-            "actor/pg_clipfrac": float(token_mean((l2 > l1).float(), mask)),
-            "actor/pg_clipfrac_lower": float(token_mean(lower_active.float(), mask)),
-            "actor/ppo_kl": float(token_mean(-neg_kl, mask)),
+            keys.PG_LOSS: float(loss),
+            keys.PG_CLIPFRAC: float(token_mean((l2 > l1).float(), mask)),
+            keys.PG_CLIPFRAC_LOWER: float(token_mean(lower_active.float(), mask)),
+            keys.PPO_KL: float(token_mean(-neg_kl, mask)),
         }
     return loss, stats
 

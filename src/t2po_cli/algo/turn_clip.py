@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from t2po_cli.algo.a2tgpo import ig_from_points
+from t2po_cli.tracking import keys
 
 if TYPE_CHECKING:
     from t2po_cli.algo.estimators.a2tgpo import A2TGPOParams
@@ -96,9 +97,9 @@ def turn_clip_loss(
     n_tok = per_token.numel() + 1e-8
     with torch.no_grad():
         stats = {
-            "actor/pg_loss": float(loss),
-            "a2tgpo/pg_clipfrac_upper": float(((adv > 0) & (ratio > upper)).sum() / n_tok),
-            "a2tgpo/pg_clipfrac_lower": float(((adv < 0) & (ratio < lower)).sum() / n_tok),
+            keys.PG_LOSS: float(loss),
+            keys.A2TGPO_PG_CLIPFRAC_UPPER: float(((adv > 0) & (ratio > upper)).sum() / n_tok),
+            keys.A2TGPO_PG_CLIPFRAC_LOWER: float(((adv < 0) & (ratio < lower)).sum() / n_tok),
         }
     return loss, stats
 

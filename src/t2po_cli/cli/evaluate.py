@@ -31,12 +31,19 @@ def eval_cmd(
         raise UserError("give either --run RUN_DIR or --env ENV [--model M]; e.g. t2po eval --env webshop")
     if tti is not None and tti not in ("on", "off"):
         raise UserError(f"--tti {tti!r} is not on or off; e.g. t2po eval --run RUN --tti off")
+    from t2po_cli.capture import capture_third_party
+    from t2po_cli.paths import cache_root
+
     if run is not None:
         if overrides or model:
             raise UserError("--run takes no --model or overrides; the run folder fixes its config")
+        from t2po_cli.run_folder import RunFolder
         from t2po_cli.trainer.evaluate import evaluate_run
 
-        result = evaluate_run(run, episodes, None if tti is None else tti == "on", progress=ConsoleProgress())
+        folder = RunFolder.open(run)  # a missing folder is a one-line error, before anything is written
+        # Third-party log lines and warnings go to the run's logs/eval.log, not the console.
+        with capture_third_party(folder.logs / "eval.log"):
+            result = evaluate_run(run, episodes, None if tti is None else tti == "on", progress=ConsoleProgress())
     else:
         if tti is not None:
             raise UserError("--tti goes with --run; with --env use the override t2po.tti.enabled=true|false")
@@ -45,7 +52,8 @@ def eval_cmd(
         from t2po_cli.trainer.evaluate import evaluate_recipe
 
         cfg = compose_config(flag_overrides(env=env, model=model) + list(overrides or [])).config
-        with tempfile.TemporaryDirectory(prefix="t2po-eval-") as scratch:
+        with tempfile.TemporaryDirectory(prefix="t2po-eval-") as scratch, \
+                capture_third_party(cache_root() / "logs" / "eval.log"):
             result = evaluate_recipe(cfg, episodes, Path(scratch), progress=ConsoleProgress())
     if json_out:
         emit_json(result)

@@ -33,7 +33,11 @@ def warmstart_cmd(
         from dataclasses import replace
 
         cfg = replace(cfg, trainer=replace(cfg.trainer, warmstart=replace(cfg.trainer.warmstart, enabled=True)))
-    path = ensure_warmstart(cfg, progress=ConsoleProgress())
+    from t2po_cli.capture import capture_third_party
+    from t2po_cli.paths import cache_root
+
+    with capture_third_party(cache_root() / "logs" / "warmstart.log"):
+        path = ensure_warmstart(cfg, progress=ConsoleProgress())
     summary = json.loads((path / "warmstart.json").read_text()) if path and (path / "warmstart.json").is_file() else {}
     if json_out:
         emit_json({"checkpoint": str(path), **summary})

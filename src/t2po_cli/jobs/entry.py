@@ -12,10 +12,16 @@ from typing import Any
 
 def run_job(run_dir: str) -> dict[str, Any]:
     """Train (or resume) the run in ``run_dir`` in this process. Returns the final summary metrics."""
+    from pathlib import Path
+
+    from t2po_cli.capture import capture_third_party
     from t2po_cli.console import ConsoleProgress
+    from t2po_cli.run_folder import RunFolder
     from t2po_cli.trainer.loop import train_run
 
-    return train_run(run_dir, progress=ConsoleProgress())
+    # Third-party log lines, bars and warnings go to the run folder's logs/train.log, not the console.
+    with capture_third_party(RunFolder(Path(run_dir)).train_log):
+        return train_run(run_dir, progress=ConsoleProgress())
 
 
 class RunJob:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from t2po_cli.config.compose import ComposedRun, compose_config
+from t2po_cli.config.schema import RunConfig
 from t2po_cli.errors import UserError
 from t2po_cli.run_folder import RunFolder, create_run_folder, default_run_name, unique_path
 
@@ -27,7 +28,7 @@ def launch_train(
     Returns:
         The run folder (None for a dry run).
     """
-    from t2po_cli.console import emit_json, err, hint
+    from t2po_cli.console import err
 
     composed = compose_config(overrides)
     cfg = composed.config
@@ -40,10 +41,22 @@ def launch_train(
             err.print(describe_submission(cfg))
         err.print(f"[dim]dry run:[/dim] would create run folder [bold]{target}[/bold]")
         return None
+    from t2po_cli.capture import capture_third_party
+
+    # MLflow's set-up logs before the run folder exists: keep its records and write them to the folder's log.
+    with capture_third_party() as captured:
+        folder = _create(composed, target, run_dir)
+        captured.move_to(folder.train_log)
+        err.print(f"run folder: [bold]{folder.path}[/bold]")
+        return _run_or_submit(folder, cfg, json_out)
+
+
+def _create(composed: ComposedRun, target: Path, run_dir: Path | None) -> RunFolder:
     from t2po_cli.tracking.mlflow_sink import prepare_experiment
 
+    cfg = composed.config
     yaml = prepare_experiment(composed)
-    folder = create_run_folder(
+    return create_run_folder(
         runs_root=Path(cfg.runs_root),
         experiment=str(cfg.experiment_name),
         run_name=target.name,
@@ -51,7 +64,11 @@ def launch_train(
         overrides=composed.overrides,
         explicit_dir=run_dir,
     )
-    err.print(f"run folder: [bold]{folder.path}[/bold]")
+
+
+def _run_or_submit(folder: RunFolder, cfg: RunConfig, json_out: bool) -> Path:
+    from t2po_cli.console import emit_json, hint
+
     if cfg.launcher.name == "slurm":
         from t2po_cli.jobs.slurm import submit_run
 

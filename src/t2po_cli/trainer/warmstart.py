@@ -55,7 +55,7 @@ def warmstart_key(cfg: RunConfig) -> str:
 
 
 def warmstart_dir(cfg: RunConfig) -> Path:
-    from t2po_cli.trainer.offline_models import cache_root
+    from t2po_cli.paths import cache_root
 
     return cache_root() / "warmstart" / warmstart_key(cfg)
 
