@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from t2po_cli.config.schema import RunConfig
 from t2po_cli.errors import ConfigError
 from t2po_cli.hooks.factory import build_hooks, effective_max_think_tokens
+from t2po_cli.hooks.signal import token_signal
 from t2po_cli.hooks.tti import (
     BUDGET,
     STAGNATION,
@@ -269,6 +271,39 @@ def test_released_budget_skips_the_slot_reset() -> None:
     assert column(emitted) == [WORD, WORD, CLOSE]
     assert reports[0]["interventions"] == [(2, BUDGET, 2)]
     assert factory.released_state.count == 2
+
+
+def test_released_bf16_stagnation_follows_the_release_timing() -> None:
+    # Issue #14: `<think>`, then 44 steps of a 64-wide bf16 row, zeros but logits[9] = 7 + 0.005·t, through
+    # the real signal and hook (patience 20, ε 1e-4). The release mixes c_t and H_t in double, so its M moves
+    # by more than ε whenever the bf16 logit moves and never stalls for 20 steps; a bf16 mix made M flat for
+    # 20 steps and forced `</think>` at step 42.
+    hook = released_factory(epsilon=1e-4, patience=20)()
+    active = torch.tensor([True])
+    hook.begin(1, torch.tensor([False]))
+
+    def row(peak: float) -> torch.Tensor:
+        logits = torch.zeros(1, 64, dtype=torch.bfloat16)
+        logits[0, 9] = peak
+        return logits
+
+    signals = []
+    for t in range(-1, 44):  # t = -1 is the step that samples <think>
+        m = token_signal(row(7.0 + 0.005 * max(t, 0)), 0.6, released=True).m
+        signals.append(m.item())
+        force = hook.step(m, active)
+        hook.observe(force if t >= 0 and int(force) >= 0 else torch.tensor([OPEN if t < 0 else WORD]), active)
+    report = hook.end()[0]
+    assert report["interventions"] == []
+    assert report["think_tokens"] == 44
+    # M moves by more than ε whenever the bf16 logit moves (every 6-7 steps), so no run reaches P = 20.
+    steps = [abs(b - a) for a, b in itertools.pairwise(signals[1:])]
+    assert min(d for d in steps if d > 0) > 1e-4
+    run, longest = 0, 0
+    for d in steps:
+        run = run + 1 if d <= 1e-4 else 0
+        longest = max(longest, run)
+    assert longest < 20
 
 
 def tokens_for(prefix_id: int, length: int) -> list[int]:
