@@ -183,7 +183,7 @@ class AlgoConfig:
     norm: str = "mean_std_norm"
     """Group normalisation: ``mean_norm`` or ``mean_std_norm``."""
     cross_step_stats: bool = True
-    """GRPO/GiGPO: group statistics over every turn row of the task group (true) or one per trajectory."""
+    """GRPO/GiGPO/RLOO: group statistics over every turn row of the task group (true) or one per trajectory."""
     gamma: float = 0.95
     """Discount for step returns (GiGPO) and GAE (PPO)."""
     gae_lambda: float = 0.95
