@@ -306,6 +306,26 @@ def test_released_bf16_stagnation_follows_the_release_timing() -> None:
     assert longest < 20
 
 
+def test_vllm_bridge_hands_the_released_hook_unrounded_m() -> None:
+    # The vLLM bridge scatters the scheduled rows' M into a [B] tensor for the hook: under released it must
+    # keep float64 (a float32 buffer would round the release's double M before the ε test).
+    from t2po_cli.rollout.vllm_engine import _CallBridge
+
+    hook = released_factory()()
+    hook.begin(3, torch.tensor([True, True, True]))
+    seen: list[torch.Tensor] = []
+    step = hook.step
+    hook.step = lambda signal, active: seen.append(signal) or step(signal, active)  # type: ignore[method-assign]
+    bridge = _CallBridge(3, hook, 0.6, released=True)
+    bridge.outputs = [[], [], []]
+    logits = torch.zeros(2, 64, dtype=torch.bfloat16)
+    logits[:, 9] = 7.2
+    bridge.step([0, 2], logits)
+    assert seen[0].dtype == torch.float64
+    assert seen[0][[0, 2]].tolist() == [token_signal(logits[:1], 0.6, released=True).m.item()] * 2
+    assert bridge.signals[0] == [pytest.approx(0.3362057, abs=5e-8)]
+
+
 def tokens_for(prefix_id: int, length: int) -> list[int]:
     return [prefix_id] * 32 + [WORD] * (length - 32)
 
