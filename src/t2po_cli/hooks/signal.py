@@ -16,7 +16,9 @@ a bf16 mix (a bf16 M is flat across changes far larger than ε = 1e-4, and can e
 entries gets a NaN entropy (0·(−inf)), which the released ``max(0, min(1, Ĥ))`` turns into Ĥ = 1, so
 M = α·c_t (errata 2: a one-hot row gives 0.0, not 0.4). ``torch.clamp`` propagates NaN, so that clip is
 emulated explicitly. The released M is returned in float64: the released stagnation test compares Python
-floats, and ``ThinkingIntervention`` compares these values unrounded.
+floats, and ``ThinkingIntervention`` compares these values unrounded. The release calls the processor one
+row at a time; batched, the float32 sum behind a wide bf16/fp16 row's entropy may accumulate in another
+order and round H one ulp apart (as the released kernels themselves do across hardware).
 """
 
 from __future__ import annotations
