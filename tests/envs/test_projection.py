@@ -33,8 +33,22 @@ ADM = ["go to cabinet 1", "help", "look"]
         # duplicate tags fail the strict pass; first action block wins
         ("<think>a</think><think>b</think><action>look</action>", ADM, True, Projection("look", False, False)),
         ("<think>a</think><action>A1</action><action>b</action>", None, False, Projection("a1", False, False)),
-        # whitespace inside brackets counts as a second tag
-        ("<think>a< /think ></think><action>look</action>", ADM, True, Projection("look", False, False)),
+        # whitespace around the tag name counts as a second tag when counting
+        ("<think>a</ think ></think><action>look</action>", ADM, True, Projection("look", False, False)),
+        ("<think>a< think ></think><action>look</action>", ADM, True, Projection("look", False, False)),
+        ("<think>a</think><action>look</action>< action >", ADM, True, Projection("look", False, False)),
+        # ... but "< /think>" (space between "<" and "/") is no closing tag in the released counter (issue #14)
+        ("<think>a < /think> b</think><action>look</action>", ADM, True, Projection("look", True, True)),
+        ("<think>a< /think ></think><action>look</action>", ADM, True, Projection("look", True, True)),
+        ("<think>a</think><action>look</action>< /action>", ADM, True, Projection("look", False, False)),
+        # fallback 2 extracts with the released "<\s*action\s*>(.*?)</\s*action\s*>" (issue #14), not the
+        # 30-character tail
+        ("<think>a</think>< action >go to cabinet 1</action>", ADM, True,
+         Projection("go to cabinet 1", False, False)),
+        ("<think>a</think><action>help</ action >", ADM, True, Projection("help", False, False)),
+        ("<think>a</think>< ACTION\n>Look</  Action >", ADM, True, Projection("look", False, False)),
+        ("<think>a</think>< /action>look</action>", ADM, True,
+         Projection("<think>a</think>< /action>look</action>"[-30:], False, False)),
         # CJK ideographs fail the strict pass
         ("<think>想</think><action>look</action>", ADM, True, Projection("look", False, False)),
         # text after </action> fails the strict match

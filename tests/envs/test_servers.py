@@ -5,7 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import time
+import types
 
 import pytest
 
@@ -103,16 +103,31 @@ def test_searchqa_real_backend_information_string(retriever_url):
                    'Doc 2: \\"Paris\\"\\nParis is the capital of France.\\n"}</information>\n')
 
 
-def test_down_backend_fails_fast():
+def test_down_backend_fails_fast(monkeypatch):
+    # "Fast" as a bound, not a stopwatch (no timed tests): exactly retries + 1 attempts, each with the
+    # configured socket timeout, the linear back-off between them, then BackendUnavailable (never a hang).
+    import t2po_cli.envs.http_common as hc
+
+    attempts: list[float] = []
+    waits: list[float] = []
+    real_urlopen = hc.urllib.request.urlopen
+
+    def urlopen(req, timeout):
+        attempts.append(timeout)
+        return real_urlopen(req, timeout=timeout)
+
+    monkeypatch.setattr(hc.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(hc, "time", types.SimpleNamespace(sleep=waits.append))
     url = f"http://127.0.0.1:{_free_port()}"
-    start = time.monotonic()
-    with pytest.raises(BackendUnavailable, match="unavailable"):
-        HttpRetriever(url, timeout_s=1, retries=1, backoff_s=0.05).contents("q")
-    with pytest.raises(BackendUnavailable):
+    with pytest.raises(BackendUnavailable, match=r"unavailable .* after 3 attempt"):
+        HttpRetriever(url, timeout_s=1, retries=2, backoff_s=0.05).contents("q")
+    assert attempts == [1, 1, 1] and waits == [0.05, 0.1]
+    attempts.clear()
+    with pytest.raises(BackendUnavailable, match="after 1 attempt"):
         SEARCH.make_env(EnvConfig(name="searchqa", backend="real", url=url, retries=0, timeout_s=1))
-    with pytest.raises(BackendUnavailable):
+    with pytest.raises(BackendUnavailable, match="after 1 attempt"):
         WebShopHttpEnv(url, timeout_s=1, retries=0).reset(SHOP.sample_tasks("val", [0], 0, 1)[0])
-    assert time.monotonic() - start < 10
+    assert attempts == [1, 1] and waits == [0.05, 0.1]  # no further back-off
 
 
 def test_webshop_server_expert_episode_matches_embedded(shop_url):

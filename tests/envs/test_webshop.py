@@ -57,6 +57,45 @@ def test_token_set_ratio_hand_computed(a, b, expected):
     assert token_set_ratio(a, b) == expected
 
 
+# Reference values: thefuzz 0.22.1 on rapidfuzz 3.14.6 (``fuzz.token_set_ratio``, force_ascii=True), which
+# deletes only U+0080-U+00FF and turns every other non-alphanumeric character into a space (issue #14).
+@pytest.mark.parametrize(("a", "b", "expected"), [
+    ("red–blue", "red blue", 100),            # en dash separates (deleting it gave 53)
+    ("navy blue", "navy‑blue", 100),          # non-breaking hyphen U+2011 (47)
+    ("women’s t-shirt", "womens t-shirt", 90),  # right quote splits "women s" (100)
+    ("中文 尺码", "中文 尺码", 100),              # non-ASCII letters are kept (0)
+    ("long—sleeve", "long sleeve", 100),
+    ("“slim fit”", "slim fit", 100),
+    ("Brand™ shoe", "brand shoe", 100),
+    ("中文尺码", "中文 尺码", 89),
+    ("mens large", ("size", "men’s large"), 77),
+    ("navy\u00a0blue", "navy blue", 47),      # U+00A0 lies in U+0080-U+00FF: deleted, not a space
+    ("Café crème", "cafe creme", 89),         # so are the accented Latin-1 letters
+    ("größe", "grosse", 67),
+    ("ΣΊΣΥΦΟΣ", "σίσυφος", 86),                # per-character lower-casing: word-final Σ is σ, not ς
+    ("İstanbul", "istanbul", 100),            # "İ" lower-cases to "i"
+    ("ｆｕｌｌ width", "full width", 67),       # full-width letters are letters, not folded
+    ("size 10½", "size 10", 100),
+    ("snake_case", "snake case", 100),        # "_" is a separator
+    ("…", "a", 0),
+])
+def test_token_set_ratio_matches_thefuzz_on_non_ascii(a, b, expected):
+    assert token_set_ratio(a, b) == expected
+
+
+def test_reward_option_with_typographic_apostrophe_matches_the_reference():
+    # Issue #14: goal option "men’s large", purchased "mens large". The reference scores the option 77
+    # (< 85: no match), so the score is (1 + 0 + 1) / 3; dropping "’" made it a match and scored 1.0.
+    score, info = get_reward(_product(), _goal(goal_options={"size": "men’s large"}), 20.0, {"size": "mens large"})
+    assert score == pytest.approx(2 / 3)
+    assert info["r_option"] == 0.0
+    # Catalogue punctuation on the other side: an en-dash attribute and a U+2011 colour both match.
+    prod = _product(Attributes=["anti–slip", "machine wash"])
+    score, info = get_reward(prod, _goal(attributes=["anti slip"], goal_options={"color": "navy‑blue"}), 20.0,
+                             {"color": "navy blue"})
+    assert (score, info["r_att"], info["r_option"]) == (1.0, 1.0, 1.0)
+
+
 def test_option_reward_errata13():
     assert get_option_reward(["navy"], [("color", "navy blue")]) == (1.0, 1)
     assert get_option_reward(["size"], [("size", "large")]) == (1.0, 1)

@@ -211,6 +211,36 @@ def test_rloo_errata_form_over_turn_rows():
     assert torch.allclose(a, torch.tensor([5.025, 4.9, 5.025, -7.475, -7.475, 10.0]), atol=1e-5)
 
 
+def test_rloo_without_cross_steps_uses_each_trajectory_first_row():
+    # Issue #14: compute_mean_std_cross_steps=False in the release keeps the first row of each trajectory.
+    # group 0: traj 0 turn 0 S = 10, traj 1 turn 0 S = 0 → n = 2, baseline 5 → A = 2·(S − 5) on every row
+    # (the per-trajectory mean would give 4.983; the cross-step form 5/4·(S − 5.98)). group 1: n = 1 → S.
+    rows = _rows()
+    s = A.row_scores(rows.episode_reward, rows.invalid, 0.1)
+    expect = torch.tensor([10.0, 9.8, 10.0, -10.0, -10.0, 10.0])
+    a = A.rloo_advantages(s, rows.group_id, rows.traj_id, rows.turn, cross_step_stats=False)
+    assert torch.allclose(a, expect, atol=1e-5)
+    # "First" is the lowest turn of the trajectory, not the first row passed in.
+    perm = [4, 2, 5, 1, 3, 0]
+    rp = _rows(perm)
+    sp = A.row_scores(rp.episode_reward, rp.invalid, 0.1)
+    assert torch.allclose(A.rloo_advantages(sp, rp.group_id, rp.traj_id, rp.turn, cross_step_stats=False),
+                          expect[perm], atol=1e-5)
+    # An invalid first row is that trajectory's representative: traj 0 turn 0 invalid → S = 9.9, b = 4.95.
+    inv = A.RowBatch(rows.episode_reward, rows.step_reward, rows.group_id, rows.traj_id, rows.turn,
+                     torch.tensor([True, False, False, False, False, False]), rows.anchor_obs)
+    si = A.row_scores(inv.episode_reward, inv.invalid, 0.1)
+    ai = A.rloo_advantages(si, inv.group_id, inv.traj_id, inv.turn, cross_step_stats=False)
+    assert torch.allclose(ai, torch.tensor([9.9, 10.1, 10.1, -9.9, -9.9, 10.0]), atol=1e-5)
+    # The rloo estimator (algo.rloo.cross_step_stats) honours the switch, as GRPO does.
+    out = _run("rloo", rows, cross_step_stats=False)
+    assert torch.allclose(out.advantages, expect, atol=1e-5)
+    out = _run("rloo", rows)
+    assert torch.allclose(out.advantages, A.rloo_advantages(s, rows.group_id), atol=1e-6)
+    with pytest.raises(ValueError, match="traj_id"):
+        A.rloo_advantages(s, rows.group_id, cross_step_stats=False)
+
+
 def test_gae_turn_level():
     r = torch.tensor([0.0, 0.0, 1.0, 0.0])
     v = torch.tensor([0.5, 0.6, 0.8, 0.3])

@@ -154,18 +154,27 @@ def test_local_pool_runs_pinned_code_and_reports_failures(runs_root: Path, monke
 
 
 def test_local_pool_cancel_marker_stops_workers(runs_root: Path, monkeypatch) -> None:
-    import threading
-    import time
-
-    from t2po_cli.jobs.sweep_runner import cancel_sweep, read_sweep, run_local
+    # Ordered, not timed: cancel from the driver's own update callback once both workers run. Workers that
+    # slept on (the marker ignored) would end "finished" after a minute, and this test would fail.
+    from t2po_cli.jobs.sweep_runner import CANCEL_MARKER, cancel_sweep, read_sweep, run_local
 
     monkeypatch.setenv("FAKE_SLEEP", "60")
     path, data = _local_sweep(runs_root, [0, 1, 2])
-    threading.Timer(3.0, lambda: cancel_sweep(path)).start()
-    t0 = time.monotonic()
-    run_local(path, data)
-    assert time.monotonic() - t0 < 40
-    assert {p["state"] for p in read_sweep(path)["points"]} == {"cancelled"}
+    seen: list[list[str]] = []
+
+    def on_update(d: dict) -> None:
+        states = [p["state"] for p in d["points"]]
+        seen.append(states)
+        if states == ["running", "running", "pending"] and not (path / CANCEL_MARKER).exists():
+            assert cancel_sweep(path) == [p["name"] for p in d["points"]]
+
+    run_local(path, data, on_update=on_update)
+    assert ["running", "running", "pending"] in seen
+    assert seen[-1] == ["cancelled"] * 3
+    final = read_sweep(path)["points"]
+    assert [p["state"] for p in final] == ["cancelled"] * 3
+    assert all(p["returncode"] not in (None, 0) for p in final[:2])  # the two running workers were stopped
+    assert final[2]["job_id"] is None and final[2]["returncode"] is None  # the queued point never started
 
 
 @pytest.mark.slow

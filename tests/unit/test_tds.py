@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
+import torch
 
+from t2po_cli.envs.base import Projection, Task
 from t2po_cli.hooks.tds import DynamicalSampler, delta_stats
+from t2po_cli.rollout.collector import collect
+from t2po_cli.rollout.types import Generation, SamplingParams
 from t2po_cli.tracking import keys
 
 
@@ -94,28 +96,65 @@ def test_accepted_scores_become_the_next_previous() -> None:
 
 
 def test_env_is_stepped_exactly_once_per_turn() -> None:
-    """A minimal collector: generate, refine (regenerations reuse the observation), then step each env once."""
-    steps = {0: 0, 1: 0}
-    sampler = DynamicalSampler(max_resamples=2)
-    sampler.start_episode_batch(2)
-    base: Iterator[float] = iter([0.1, 0.1, 0.15, 0.12, 0.13, 0.14])
-    total_regens = 0
-    for turn in range(3):
-        scores = [next(base), next(base)]
+    """Through the real collector: TDS regenerations reuse the turn's observation and happen before any env
+    of that turn is stepped; each env is then stepped once per turn with the accepted (last) sample."""
+    events: list[tuple] = []
+    messages: list[str] = []
 
-        def regenerate(pos: list[int], turn=turn) -> list[float | None]:
-            nonlocal total_regens
-            total_regens += 1
-            # Every regeneration happens before any env of this turn is stepped.
-            assert all(steps[e] == turn for e in steps)
-            return [0.1 + 0.01 * total_regens] * len(pos)
+    class Family:
+        def build_prompt(self, task: Task, history, obs: str, info, *, turn: int, history_length: int) -> str:
+            return f"env {task.index} turn {turn} obs {obs}"
 
-        accepted = sampler.refine(turn, [0, 1], scores, regenerate)
-        assert len(accepted) == 2
-        for env in (0, 1):
-            steps[env] += 1
-    assert steps == {0: 3, 1: 3}
-    assert total_regens == 4  # turns 1 and 2 each spend the full budget of 2 (scores stay in the band)
+        def project(self, text: str, admissible) -> Projection:
+            return Projection(action=text, valid=True, format_valid=True)
+
+    class Env:
+        def reset(self, task: Task) -> tuple[str, dict]:
+            self.index, self.steps = task.index, 0
+            return "o0", {}
+
+        def step(self, action: str) -> tuple[str, float, bool, dict]:
+            self.steps += 1
+            events.append(("step", self.index, action))
+            return f"o{self.steps}", 0.0, False, {}
+
+        def close(self) -> None:
+            pass
+
+    def encode(message: str) -> list[int]:
+        messages.append(message)
+        return [len(messages) - 1]
+
+    def generate(prompts: list[list[int]], params, hook_factory, admissible) -> Generation:
+        call = sum(e[0] == "gen" for e in events)
+        texts = [f"call{call}-{messages[p[0]].split()[1]}" for p in prompts]
+        events.append(("gen", [messages[p[0]] for p in prompts], texts))
+        n = len(prompts)
+        # Scores move by 0.01 per call: always inside (0, η), so TDS spends its whole budget from turn 1 on.
+        return Generation(
+            prompt_ids=[list(p) for p in prompts], response_ids=[torch.tensor([7, 8]) for _ in range(n)],
+            logps=[torch.zeros(2) for _ in range(n)], entropies=[torch.zeros(2) for _ in range(n)],
+            signals=[torch.zeros(2) for _ in range(n)], forced_mask=[torch.zeros(2, dtype=torch.bool)] * n,
+            texts=texts, finish_reasons=["eos"] * n, hook_reports=[{"turn_score": 0.2 + 0.01 * call}] * n)
+
+    tasks = [Task(env="fake", split="train", index=i, seed=i, instruction="x") for i in range(2)]
+    ro = collect(family=Family(), make_env=Env, tasks=tasks, group_size=1, encode_prompt=encode,
+                 generate=generate, params=SamplingParams(max_new_tokens=2), max_turns=3, history_length=0,
+                 turn_hook=DynamicalSampler(eta=0.3, max_resamples=2))
+
+    steps = [e for e in events if e[0] == "step"]
+    assert [e[1] for e in steps] == [0, 1] * 3  # each env once per turn, in env order
+    # Per turn: the base generation, then (turns 1, 2) two regenerations of the same prompts, then the steps.
+    per_turn = [events[0:3], events[3:8], events[8:13]]
+    assert [[e[0] for e in chunk] for chunk in per_turn] == [
+        ["gen", "step", "step"], ["gen", "gen", "gen", "step", "step"], ["gen", "gen", "gen", "step", "step"]]
+    for turn, chunk in enumerate(per_turn):
+        gens = [e for e in chunk if e[0] == "gen"]
+        assert all(g[1] == gens[0][1] for g in gens)  # a resample reuses the observation (same prompt)
+        assert all(f"turn {turn} obs o{turn}" in m for m in gens[0][1])
+        assert [e[2] for e in chunk if e[0] == "step"] == gens[-1][2]  # the accepted sample is the last
+    assert [(r.traj_id, r.turn) for r in ro.rows] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    assert ro.extra_gen_tokens == 2 * 2 * 2 * 2  # turns 1-2 × 2 discarded samples × 2 envs × 2 tokens
 
 
 def test_regenerate_must_return_one_score_per_row() -> None:

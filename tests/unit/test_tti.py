@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from t2po_cli.errors import ConfigError
 from t2po_cli.hooks.factory import build_hooks
 from t2po_cli.hooks.settings import T2POConfig
+from t2po_cli.hooks.signal import token_signal
 from t2po_cli.hooks.tti import (
     BUDGET,
     STAGNATION,
@@ -269,6 +271,59 @@ def test_released_budget_skips_the_slot_reset() -> None:
     assert column(emitted) == [WORD, WORD, CLOSE]
     assert reports[0]["interventions"] == [(2, BUDGET, 2)]
     assert factory.released_state.count == 2
+
+
+def test_released_bf16_stagnation_follows_the_release_timing() -> None:
+    # Issue #14: `<think>`, then 44 steps of a 64-wide bf16 row, zeros but logits[9] = 7 + 0.005·t, through
+    # the real signal and hook (patience 20, ε 1e-4). The release mixes c_t and H_t in double, so its M moves
+    # by more than ε whenever the bf16 logit moves and never stalls for 20 steps; a bf16 mix made M flat for
+    # 20 steps and forced `</think>` at step 42.
+    hook = released_factory(tau=1e-4, patience=20)()
+    active = torch.tensor([True])
+    hook.begin(1, torch.tensor([False]))
+
+    def row(peak: float) -> torch.Tensor:
+        logits = torch.zeros(1, 64, dtype=torch.bfloat16)
+        logits[0, 9] = peak
+        return logits
+
+    signals = []
+    for t in range(-1, 44):  # t = -1 is the step that samples <think>
+        m = token_signal(row(7.0 + 0.005 * max(t, 0)), 0.6, released=True).m
+        signals.append(m.item())
+        force = hook.step(m, active)
+        hook.observe(force if t >= 0 and int(force) >= 0 else torch.tensor([OPEN if t < 0 else WORD]), active)
+    report = hook.end()[0]
+    assert report["interventions"] == []
+    assert report["think_tokens"] == 44
+    # M moves by more than ε whenever the bf16 logit moves (every 6-7 steps), so no run reaches P = 20.
+    steps = [abs(b - a) for a, b in itertools.pairwise(signals[1:])]
+    assert min(d for d in steps if d > 0) > 1e-4
+    run, longest = 0, 0
+    for d in steps:
+        run = run + 1 if d <= 1e-4 else 0
+        longest = max(longest, run)
+    assert longest < 20
+
+
+def test_vllm_bridge_hands_the_released_hook_unrounded_m() -> None:
+    # The vLLM bridge scatters the scheduled rows' M into a [B] tensor for the hook: under released it must
+    # keep float64 (a float32 buffer would round the release's double M before the ε test).
+    from t2po_cli.rollout.vllm_engine import _CallBridge
+
+    hook = released_factory()()
+    hook.begin(3, torch.tensor([True, True, True]))
+    seen: list[torch.Tensor] = []
+    step = hook.step
+    hook.step = lambda signal, active: seen.append(signal) or step(signal, active)  # type: ignore[method-assign]
+    bridge = _CallBridge(3, hook, 0.6, released=True)
+    bridge.outputs = [[], [], []]
+    logits = torch.zeros(2, 64, dtype=torch.bfloat16)
+    logits[:, 9] = 7.2
+    bridge.step([0, 2], logits)
+    assert seen[0].dtype == torch.float64
+    assert seen[0][[0, 2]].tolist() == [token_signal(logits[:1], 0.6, released=True).m.item()] * 2
+    assert bridge.signals[0] == [pytest.approx(0.3362057, abs=5e-8)]
 
 
 def tokens_for(prefix_id: int, length: int) -> list[int]:

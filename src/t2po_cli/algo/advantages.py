@@ -336,25 +336,53 @@ def gigpo_advantages(rows: RowBatch, p: GiGPOParams, penalty: float) -> tuple[to
 # --------------------------------------------------------------------------------------------------------
 
 
-def rloo_advantages(scores: torch.Tensor, group_id: torch.Tensor) -> torch.Tensor:
-    """RLOO as in the released code base (errata 4), over all turn rows of the task group.
+def rloo_advantages(
+    scores: torch.Tensor,
+    group_id: torch.Tensor,
+    traj_id: torch.Tensor | None = None,
+    turn: torch.Tensor | None = None,
+    cross_step_stats: bool = True,
+) -> torch.Tensor:
+    """RLOO as in the released code base (errata 4).
 
-        A_i = n/(n−1) · (S_i − mean_{j ∈ g} S_j) = S_i − mean_{j ∈ g, j ≠ i} S_j,    n = |g| rows
+        A_i = n/(n−1) · (S_i − b_g),    n = |values of g|,  b_g = their mean
         n = 1 → A_i = S_i (the released code leaves a singleton's score unchanged)
 
+    With ``cross_step_stats`` (released default) the values are the S of every turn row of the task group:
+    A_i = S_i − mean_{j ∈ g, j ≠ i} S_j, so a trajectory with more turns contributes more baseline samples.
+    Without it (``compute_mean_std_cross_steps=False``) the release keeps the first row it meets of each
+    trajectory, so each trajectory is represented by its first row's S (its turn-0 row in the (env, turn)
+    order of errata 6) and n counts trajectories; every row is then scaled against that baseline.
+
     gigpo.md §8 describes the textbook form (leave-one-out over the trajectories' R_τ, broadcast to the
-    turn rows). Errata 4 wins: here the leave-one-out runs over turn rows and uses the penalised row
-    score S, so a trajectory with more turns contributes more baseline samples.
+    turn rows). Errata 4 wins: the released form uses the penalised row score S.
 
     Args:
         scores: S, ``FloatTensor[N]``.
         group_id: ``LongTensor[N]``.
+        traj_id: ``LongTensor[N]``; needed without ``cross_step_stats``.
+        turn: ``LongTensor[N]``; needed without ``cross_step_stats``.
+        cross_step_stats: pool all turn rows (true) or one value per trajectory (its first row).
 
     Returns:
         A, ``FloatTensor[N]``.
     """
     s = scores.float()
-    mean, _, count = _group_mean_std(s, group_id)
+    if cross_step_stats:
+        mean, _, count = _group_mean_std(s, group_id)
+    else:
+        if traj_id is None or turn is None:
+            raise ValueError("rloo without cross_step_stats needs traj_id and turn (one value per trajectory)")
+        order = traj_order(traj_id, turn)
+        first = torch.ones_like(order, dtype=torch.bool)
+        first[1:] = traj_id[order][1:] != traj_id[order][:-1]
+        firsts = order[first]  # one row per trajectory: its lowest turn
+        _, ginv = torch.unique(group_id, return_inverse=True)
+        n_groups = int(ginv.max()) + 1 if ginv.numel() else 0
+        gcount = torch.zeros(n_groups, dtype=torch.float64).index_add_(
+            0, ginv[firsts], torch.ones(firsts.numel(), dtype=torch.float64))
+        gsum = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, ginv[firsts], s[firsts].double())
+        mean, count = (gsum / gcount)[ginv].float(), gcount[ginv].float()
     scale = count / (count - 1).clamp(min=1)
     return torch.where(count > 1, scale * (s - mean), s)
 

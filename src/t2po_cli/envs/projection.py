@@ -19,12 +19,13 @@ from t2po_cli.envs.base import Projection
 
 _FLAGS = re.IGNORECASE | re.DOTALL
 _STRICT = re.compile(r"^\s*<think>(.*?)</think>\s*<action>(.*?)</action>\s*$", _FLAGS)
-_ACTION_BLOCK = re.compile(r"<action>(.*?)</action>", _FLAGS)
-# Tag counting tolerates whitespace inside the angle brackets (§0.4 step 1), so "< think >" counts as a
-# second opening tag and makes the output fail the strict pass.
+# The released patterns, character for character: whitespace is tolerated around the tag name but never
+# between "<" and "/". So "< action >x</ action >" is an action block (fallback 2), "< think >" counts as a
+# second opening tag, and "< /think>" is plain text (it neither closes nor counts).
+_ACTION_BLOCK = re.compile(r"<\s*action\s*>(.*?)</\s*action\s*>", _FLAGS)
 _TAG_COUNTERS = tuple(
     re.compile(pattern, re.IGNORECASE)
-    for pattern in (r"<\s*think\s*>", r"<\s*/\s*think\s*>", r"<\s*action\s*>", r"<\s*/\s*action\s*>")
+    for pattern in (r"<\s*think\s*>", r"</\s*think\s*>", r"<\s*action\s*>", r"</\s*action\s*>")
 )
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 FALLBACK_CHARS = 30
@@ -44,7 +45,8 @@ def project_think_action(
 
     Returns:
         ``Projection(action, valid, format_valid)``. Malformed output still yields an action: the first
-        ``<action>`` block (lower-cased), else the last 30 characters of the raw text (not lower-cased).
+        action block (lower-cased; tags may carry whitespace around the name, ``< action >…</ action >``),
+        else the last 30 characters of the raw text (not lower-cased).
     """
     strict = _STRICT.match(text)
     if strict and _tags_unique(text) and not _CJK.search(text):

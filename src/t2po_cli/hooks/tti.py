@@ -158,7 +158,7 @@ class ThinkingIntervention:
         """Apply the §3.3 step rule to every active row.
 
         Args:
-            signal: ``FloatTensor[B]``, M_t from the raw logits.
+            signal: ``FloatTensor[B]``, M_t from the raw logits (float64 under ``compat=released``).
             active: ``BoolTensor[B]``, rows still generating.
 
         Returns:
@@ -269,6 +269,8 @@ class ThinkingIntervention:
         """
         p, state = self.params, self.released_state
         assert state is not None
+        # Python floats, as in the release; the released signal is float64 (hooks/signal.py), so the
+        # ε test sees the release's values, not float32-rounded ones.
         values = signal.tolist()
         rows = active.nonzero().flatten().tolist()
         in_think = self._in_think.tolist()

@@ -108,10 +108,11 @@ class _CallBridge:
         sig = token_signal(logits, self.alpha, released=self.released)
         force = torch.full((len(rows),), -1, dtype=torch.long)
         if self.hook is not None:
-            m = torch.full((self.batch,), math.nan)
+            # sig.m is float64 under compat=released: keep it so the hook compares it unrounded (signal.py).
+            m = torch.full((self.batch,), math.nan, dtype=sig.m.dtype)
             active = torch.zeros(self.batch, dtype=torch.bool)
             index = torch.tensor(rows)
-            m[index] = sig.m.float().cpu()
+            m[index] = sig.m.cpu()
             active[index] = True
             force = self.hook.step(m, active)[index].cpu()
         for j, r in enumerate(rows):

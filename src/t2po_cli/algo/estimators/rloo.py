@@ -20,7 +20,8 @@ def advantages(inputs: EstimatorInputs, p: RLOOParams) -> EstimatorOutput:
     from t2po_cli.algo.advantages import advantage_stats, rloo_advantages, row_scores
 
     rows = inputs.rows
-    adv = rloo_advantages(row_scores(rows.episode_reward, rows.invalid, inputs.penalty), rows.group_id)
+    scores = row_scores(rows.episode_reward, rows.invalid, inputs.penalty)
+    adv = rloo_advantages(scores, rows.group_id, rows.traj_id, rows.turn, p.cross_step_stats)
     return EstimatorOutput(adv, adv, advantage_stats(adv))
 
 

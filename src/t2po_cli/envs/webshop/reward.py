@@ -46,11 +46,25 @@ def normalize_color(value: Any) -> Any:
     return value
 
 
+# thefuzz's "ascii dammit" table: ``force_ascii`` deletes U+0080-U+00FF only; every other character,
+# non-ASCII letters included, goes on to rapidfuzz's ``default_process``.
+_LATIN1 = dict.fromkeys(range(0x80, 0x100))
+_NON_ALNUM = re.compile(r"[\W_]")  # everything str.isalnum() rejects (\w is alphanumerics plus "_")
+
+
 def _full_process(value: Any) -> str:
-    """thefuzz ``full_process`` with ``force_ascii=True``: ``str()``, ASCII only, non-alphanumerics to
-    spaces, lower-case, trimmed. ``str(("color", "navy blue"))`` therefore yields ``color navy blue``."""
-    text = str(value).encode("ascii", "ignore").decode()
-    return re.sub(r"[^0-9a-zA-Z]", " ", text).lower().strip()
+    """thefuzz ``utils.full_process(value, force_ascii=True)`` on rapidfuzz (the reference, envs.md §4.6).
+
+    ``str()``; delete U+0080-U+00FF; every non-alphanumeric character (ASCII punctuation, "’", "–", the
+    non-breaking hyphen, ...) becomes a space; lower-case; trim. So "red–blue" is "red blue" and "中文"
+    stays "中文". ``str(("color", "navy blue"))`` yields ``color    navy blue``. rapidfuzz lower-cases one
+    character at a time, so "Σ" is always "σ" (Python's ``lower`` writes a word-final "ς") and "İ" is "i"
+    (Python: "i" + U+0307). Its alphanumeric table is Unicode 13: letters added in Unicode 14 or later count
+    as letters here and as separators there (none occur in product text).
+    """
+    text = _NON_ALNUM.sub(" ", str(value).translate(_LATIN1)).replace("Σ", "σ").lower()
+    # U+0307 is not alphanumeric, so one left after the substitution came from lower-casing "İ".
+    return text.replace("\u0307", "").strip()
 
 
 def _indel_ratio(a: str, b: str) -> float:
