@@ -208,7 +208,7 @@ class HFEngine:
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
         """One model call → next-token logits ``[B, V]`` (LM head on the last position only)."""
         out = self.policy.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                past_key_values=cache, use_cache=True, logits_to_keep=1)
+                                cache=cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1]
 
     def _generation_prefix(self, row: Sequence[int]) -> str:

@@ -19,11 +19,12 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import logging
 import math
 import os
 import re
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -284,9 +285,14 @@ class MlflowSink:
         ok = self.deliver([])
         try:
             client, run_id = self._client_and_run()
-            # MLflow prints "View run ... at: URL" on stdout when a run ends; stdout is for machine output.
-            with contextlib.redirect_stdout(sys.stderr):
+            # MLflow prints "View run ... at: URL" on stdout when a run ends against a server; stdout is for
+            # machine output and the console for t2po's own lines, so the URL goes to the run's log instead.
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
                 client.set_terminated(run_id, status=status)
+            for line in printed.getvalue().splitlines():
+                if line.strip():
+                    logging.getLogger("mlflow").info(line.strip())
             return ok
         except Exception as e:
             self.last_error = f"{type(e).__name__}"
