@@ -66,6 +66,8 @@ def validate_config(cfg: s.RunConfig) -> None:
     _choice(cfg.model.dtype, s.DTYPES, "model.dtype")
     _choice(cfg.trainer.engine, s.ENGINES, "trainer.engine")
     _choice(cfg.launcher.name, s.LAUNCHERS, "launcher.name")
+    _choice(cfg.trainer.distributed.strategy, s.STRATEGIES, "trainer.distributed.strategy")
+    _positive(cfg.trainer.distributed.timeout_s, "trainer.distributed.timeout_s")
     cfg.t2po.validate("t2po")
 
     t = cfg.trainer
@@ -141,5 +143,10 @@ def validate_config(cfg: s.RunConfig) -> None:
         raise ConfigError("trainer.engine=vllm needs a real checkpoint; use model=smollm2-135m or a GPU model recipe")
     if cfg.launcher.name == "slurm" and not cfg.launcher.profile:
         raise ConfigError("launcher=slurm needs a profile; add --profile NAME (see slurm/*.yaml)")
+    if cfg.trainer.distributed.strategy == "fsdp" and (cfg.model.value_head or estimator.needs_values):
+        raise ConfigError(
+            f"trainer.distributed.strategy=fsdp does not shard a value head (algo={cfg.algo.name}); "
+            "use trainer.distributed.strategy=ddp"
+        )
     if cfg.model.kind == "hf" and not cfg.model.path:
         raise ConfigError("model.kind=hf needs model.path (a local folder or a cached hub id)")
