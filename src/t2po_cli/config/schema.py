@@ -239,6 +239,9 @@ class LauncherConfig:
     """Slurm profile name under ``slurm/``."""
     max_parallel: int = 1
     """Local sweeps: concurrent worker processes."""
+    nproc: int = 1
+    """Local launcher: ranks of this run on this machine (torchrun; ``t2po train --nproc N``), one CPU thread
+    each; > 1 needs ``trainer.distributed.strategy``. On Slurm the profile's nodes × tasks_per_node decide."""
 
 
 @dataclass

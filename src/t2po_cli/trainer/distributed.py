@@ -175,17 +175,6 @@ def combine_metrics(per_rank: Sequence[Mapping[str, float]], episodes: Sequence[
     return out
 
 
-def describe_layout(nproc: int, strategy: str, nodes: int = 1, device: str = "cpu") -> str:
-    """The world layout that ``--dry-run`` prints, e.g. ``world: 2 ranks (1 node × 2), ddp, gloo``."""
-    backend = "nccl" if device == "cuda" else "gloo"
-    if strategy == "none":
-        return "world: 1 process (trainer.distributed.strategy=none)"
-    per_node = nproc // max(nodes, 1)
-    ranks = ", ".join(f"rank {r}: node {r // per_node} local {r % per_node}" for r in range(nproc))
-    return (f"world: {nproc} rank{'s' if nproc != 1 else ''} ({nodes} node{'s' if nodes != 1 else ''} × "
-            f"{per_node}), strategy {strategy}, backend {backend}, 1 thread per rank on CPU; {ranks}")
-
-
 # ------------------------------------------------------------------------------------------ process group
 
 
@@ -286,7 +275,7 @@ def wrap_model(model: nn.Module, world: World, param_dtype: torch.dtype) -> nn.M
     """The training view of ``model`` for the strategy.
 
     * ``ddp``: ``DistributedDataParallel`` around it (broadcasts rank 0's weights once). Buffers are not
-      re-broadcast at every forward (``broadcast_buffers=False``): the rotary tables are constants, and a
+      re-synced at every forward (``forward_sync_buffers=False``): the rotary tables are constants, and a
       broadcast would be a collective inside forwards whose number differs between ranks.
     * ``fsdp``: FSDP2 ``fully_shard`` on every decoder layer, then on the root (in place). Mixed precision
       from the model recipe: parameters all-gathered in the recipe's dtype, gradients reduced in float32.
@@ -295,7 +284,7 @@ def wrap_model(model: nn.Module, world: World, param_dtype: torch.dtype) -> nn.M
     if world.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(model, broadcast_buffers=False)
+        return DistributedDataParallel(model, forward_sync_buffers=False)
     if world.strategy == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 

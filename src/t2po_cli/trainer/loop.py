@@ -325,6 +325,7 @@ def _set_lr(s: Session, step: int) -> None:
 def train_step(s: Session, step: int) -> dict[str, float]:
     """Rollout, advantages and update of RL step ``step`` (1-based). Returns the step's metrics."""
     cfg = s.cfg
+    _inject_rank_fault(step, s.world.rank)
     t0 = time.perf_counter()
     rollout = run_rollout(s, "train", step, _my_share(s, train_tasks(cfg, s.family, step)), cfg.trainer.group_size)
     t_roll = time.perf_counter() - t0
@@ -343,6 +344,15 @@ def train_step(s: Session, step: int) -> dict[str, float]:
     metrics[K.ROLLOUT_TIME] = t_roll
     metrics[K.STEP_TIME] = time.perf_counter() - t0
     return _reduced(s, metrics, rollout)
+
+
+def _inject_rank_fault(step: int, rank: int) -> None:
+    """Reliability tests set T2PO_KILL_RANK_AT=R:N to SIGKILL rank R at the start of step N (dead rank)."""
+    target = os.environ.get("T2PO_KILL_RANK_AT")
+    if target and target == f"{rank}:{step}":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _nan_injector(step: int):
