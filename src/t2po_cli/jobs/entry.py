@@ -12,9 +12,11 @@ process: ``elastic_launch``); each rank runs ``python -m t2po_cli.jobs.entry RUN
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,18 +74,50 @@ def run_ranks(run_dir: str, nproc: int) -> dict[str, Any]:
     # Rollouts are Python-bound: one intra-op thread per rank, so N ranks share N cores without spinning.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
-        with capture_third_party(folder.train_log):
+        with capture_third_party(folder.train_log), _torch_logs_to(folder.train_log):
             elastic_launch(config, sys.executable)("-u", "-m", "t2po_cli.jobs.entry", str(folder.path))
     except ChildFailedError as e:
-        raise rank_failure(e.failures, folder.path / "logs") from None
+        error = rank_failure(e.failures, folder.path / "logs")
+        # A rank killed by a signal cannot record its own failure: the launcher does.
+        folder.write_status("failed", error=str(error))
+        raise error from None
     return json.loads((folder.path / "logs" / SUMMARY).read_text())
+
+
+@contextlib.contextmanager
+def _torch_logs_to(path: Path) -> Iterator[None]:
+    """torch.distributed's records (the launcher's) go to ``path`` instead of torch's own stderr handler."""
+    import logging
+
+    from t2po_cli.capture import FORMAT
+
+    logger = logging.getLogger("torch.distributed")
+    saved, propagate = list(logger.handlers), logger.propagate
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(FORMAT))
+    for h in saved:
+        logger.removeHandler(h)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.propagate = propagate
+        for h in saved:
+            logger.addHandler(h)
 
 
 def rank_failure(failures: dict[int, Any], logs: Path) -> Exception:
     """The one-line error for torchrun's failed ranks: the earliest failure, its cause and its log."""
     from t2po_cli.errors import RankFailed
 
-    rank, failure = min(failures.items(), key=lambda kv: (kv[1].timestamp, kv[0]))
+    import signal
+
+    # The agent SIGTERMs the surviving ranks once one has failed: those are consequences, not the cause.
+    rank, failure = min(failures.items(),
+                        key=lambda kv: (kv[1].exitcode == -signal.SIGTERM, kv[1].timestamp, kv[0]))
     code = failure.exitcode
     cause = f"killed by {failure.signal_name()}" if code < 0 else f"exit code {code}"
     return RankFailed(f"rank {rank} failed ({cause}); see {logs / f'rank{rank}.log'}; continue with --resume")
