@@ -32,6 +32,11 @@ def launch_train(
 
     composed = compose_config(overrides)
     cfg = composed.config
+    if cfg.launcher.name == "slurm":
+        from t2po_cli.config.validate import validate_world
+        from t2po_cli.jobs.slurm import load_profile
+
+        validate_world(cfg, load_profile(str(cfg.launcher.profile)).world_size)  # one Slurm task per rank
     target = planned_run_path(composed, run_dir)
     if dry_run:
         sys.stdout.write(composed.yaml)
