@@ -132,8 +132,11 @@ class RunJob:
     def __call__(self) -> dict[str, Any]:
         import submitit
 
-        env = submitit.JobEnvironment()
-        if env.num_tasks > 1:
+        try:
+            tasks = submitit.JobEnvironment().num_tasks
+        except RuntimeError:  # called outside a submitit job (tests, a plain call): one process
+            tasks = 1
+        if tasks > 1:
             # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT from the Slurm allocation.
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
             os.environ.setdefault("OMP_NUM_THREADS", "1")
