@@ -9,8 +9,9 @@
         metrics → metrics.jsonl (+ MLflow);  validate every N;  checkpoint every M
 
 Step numbering: step s is the state after s updates. Validation rows at step 0 measure the warm-start
-policy. The rollout RNG of step s is seeded from (seed, s), so a resumed run draws exactly the numbers an
-uninterrupted run would have drawn.
+policy. Every episode of step s samples from its own stream seeded from (seed, s, phase, global episode index)
+(``rollout.streams``), so a resumed run draws exactly the numbers an uninterrupted run would have drawn, and an
+episode's tokens do not depend on the other episodes of its batch.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,13 +78,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _step_generator(seed: int, step: int, phase: str) -> torch.Generator:
-    """A generator seeded from (seed, step, phase): reproducible across resume, fresh for every step."""
-    g = torch.Generator()
-    g.manual_seed((seed * 1_000_003 + step * 7919 + (0 if phase == "train" else 104_729)) % (2**63 - 1))
-    return g
-
-
 def train_tasks(cfg: RunConfig, family: EnvFamily, step: int) -> list[Task]:
     """The distinct tasks of RL step ``step`` (1-based): a seeded permutation walked in order (data cursor)."""
     n = cfg.env.num_train_tasks
@@ -105,12 +100,20 @@ def _sampling(cfg: RunConfig, family: EnvFamily, phase: str) -> SamplingParams:
     )
 
 
-def run_rollout(s: Session, phase: str, step: int, tasks: list[Task], group_size: int) -> Rollout:
-    """One rollout of ``tasks × group_size`` episodes with the phase's hooks and a (seed, step) RNG."""
+def run_rollout(s: Session, phase: str, step: int, tasks: list[Task], group_size: int,
+                episode_ids: Sequence[int] | None = None) -> Rollout:
+    """One rollout of ``tasks × group_size`` episodes with the phase's hooks and per-episode streams.
+
+    ``episode_ids`` are the global episode indices (task position in the step's task list × group size + copy
+    index) of the episodes collected here; None = ``0 .. len(tasks)·group_size − 1`` (all of the step's tasks).
+    A rank that collects a slice of the tasks passes its slice's ids, so it draws what a single process would.
+    """
     from t2po_cli.rollout.engine import build_chat_prompt
+    from t2po_cli.rollout.streams import episode_streams
 
     cfg = s.cfg
-    gen = _step_generator(cfg.trainer.seed, step, phase)
+    ids = range(len(tasks) * group_size) if episode_ids is None else episode_ids
+    streams = episode_streams(cfg.trainer.seed, step, phase, ids)
     token_hooks, turn_hook = s.train_hooks if phase == "train" else s.val_hooks
     max_prompt = cfg.trainer.max_prompt_tokens
 
@@ -118,13 +121,14 @@ def run_rollout(s: Session, phase: str, step: int, tasks: list[Task], group_size
         return build_chat_prompt(s.policy.tokenizer, msg)[-max_prompt:]
 
     def generate(prompts: list[list[int]], params: SamplingParams, hook_factory: TokenHookFactory | None,
-                 admissible: Any = None):
-        return s.engine.generate(prompts, params, hook_factory=hook_factory, generator=gen, admissible=admissible)
+                 admissible: Any, row_streams: list[torch.Generator]):
+        return s.engine.generate(prompts, params, hook_factory=hook_factory, streams=row_streams,
+                                 admissible=admissible)
 
     return collect(
         family=s.family, make_env=lambda: s.family.make_env(cfg.env), tasks=tasks, group_size=group_size,
         encode_prompt=encode, generate=generate, params=_sampling(cfg, s.family, phase),
-        max_turns=s.family.turn_limit(cfg.env), history_length=cfg.env.history_length,
+        max_turns=s.family.turn_limit(cfg.env), history_length=cfg.env.history_length, streams=streams,
         token_hook_factory=token_hooks, turn_hook=turn_hook, constrained_actions=cfg.trainer.constrained_actions,
         constrained_queries=cfg.trainer.constrained_queries,
         # The release generates for the whole batch, finished envs included (t2po.md §8 #4); only with hooks,
