@@ -12,8 +12,9 @@ Across ranks (``trainer.distributed.strategy`` ddp|fsdp, ``trainer/distributed.p
 same loop on its share of the step's tasks; metrics are reduced over ranks and only rank 0 writes them.
 
 Step numbering: step s is the state after s updates. Validation rows at step 0 measure the warm-start
-policy. The rollout RNG of step s is seeded from (seed, s), so a resumed run draws exactly the numbers an
-uninterrupted run would have drawn.
+policy. Every episode of step s samples from its own stream seeded from (seed, s, phase, global episode index)
+(``rollout.streams``), so a resumed run draws exactly the numbers an uninterrupted run would have drawn, and an
+episode's tokens do not depend on the other episodes of its batch.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,13 +85,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _step_generator(seed: int, step: int, phase: str) -> torch.Generator:
-    """A generator seeded from (seed, step, phase): reproducible across resume, fresh for every step."""
-    g = torch.Generator()
-    g.manual_seed((seed * 1_000_003 + step * 7919 + (0 if phase == "train" else 104_729)) % (2**63 - 1))
-    return g
-
-
 def train_tasks(cfg: RunConfig, family: EnvFamily, step: int) -> list[Task]:
     """The distinct tasks of RL step ``step`` (1-based): a seeded permutation walked in order (data cursor)."""
     n = cfg.env.num_train_tasks
@@ -112,12 +107,20 @@ def _sampling(cfg: RunConfig, family: EnvFamily, phase: str) -> SamplingParams:
     )
 
 
-def run_rollout(s: Session, phase: str, step: int, tasks: list[Task], group_size: int) -> Rollout:
-    """One rollout of ``tasks × group_size`` episodes with the phase's hooks and a (seed, step) RNG."""
+def run_rollout(s: Session, phase: str, step: int, tasks: list[Task], group_size: int,
+                episode_ids: Sequence[int] | None = None) -> Rollout:
+    """One rollout of ``tasks × group_size`` episodes with the phase's hooks and per-episode streams.
+
+    ``episode_ids`` are the global episode indices (task position in the step's task list × group size + copy
+    index) of the episodes collected here; None = ``0 .. len(tasks)·group_size − 1`` (all of the step's tasks).
+    A rank that collects a slice of the tasks passes its slice's ids, so it draws what a single process would.
+    """
     from t2po_cli.rollout.engine import build_chat_prompt
+    from t2po_cli.rollout.streams import episode_streams
 
     cfg = s.cfg
-    gen = _step_generator(cfg.trainer.seed, step, phase)
+    ids = range(len(tasks) * group_size) if episode_ids is None else episode_ids
+    streams = episode_streams(cfg.trainer.seed, step, phase, ids)
     token_hooks, turn_hook = s.train_hooks if phase == "train" else s.val_hooks
     max_prompt = cfg.trainer.max_prompt_tokens
 
@@ -125,13 +128,14 @@ def run_rollout(s: Session, phase: str, step: int, tasks: list[Task], group_size
         return build_chat_prompt(s.policy.tokenizer, msg)[-max_prompt:]
 
     def generate(prompts: list[list[int]], params: SamplingParams, hook_factory: TokenHookFactory | None,
-                 admissible: Any = None):
-        return s.engine.generate(prompts, params, hook_factory=hook_factory, generator=gen, admissible=admissible)
+                 admissible: Any, row_streams: list[torch.Generator]):
+        return s.engine.generate(prompts, params, hook_factory=hook_factory, streams=row_streams,
+                                 admissible=admissible)
 
     return collect(
         family=s.family, make_env=lambda: s.family.make_env(cfg.env), tasks=tasks, group_size=group_size,
         encode_prompt=encode, generate=generate, params=_sampling(cfg, s.family, phase),
-        max_turns=s.family.turn_limit(cfg.env), history_length=cfg.env.history_length,
+        max_turns=s.family.turn_limit(cfg.env), history_length=cfg.env.history_length, streams=streams,
         token_hook_factory=token_hooks, turn_hook=turn_hook, constrained_actions=cfg.trainer.constrained_actions,
         constrained_queries=cfg.trainer.constrained_queries,
         # The release generates for the whole batch, finished envs included (t2po.md §8 #4); only with hooks,
@@ -142,14 +146,17 @@ def run_rollout(s: Session, phase: str, step: int, tasks: list[Task], group_size
 
 def validate(s: Session, step: int) -> dict[str, float]:
     """Validation metrics (greedy-ish sampling, group size 1, no TDS) under the ``val/`` prefix."""
-    ro = run_rollout(s, "val", step, _my_share(s, val_tasks(s.cfg, s.family)), group_size=1)
+    ro = _rollout_share(s, "val", step, val_tasks(s.cfg, s.family), group_size=1)
     m = _reduced(s, rollout_metrics(ro, s.cfg), ro)
     return {K.val(k): v for k, v in m.items()}
 
 
-def _my_share(s: Session, tasks: list[Task]) -> list[Task]:
-    """This rank's whole task groups (all of them in one process)."""
-    return [tasks[i] for i in D.shard_range(len(tasks), s.world.rank, s.world.world_size)]
+def _rollout_share(s: Session, phase: str, step: int, tasks: list[Task], group_size: int) -> Rollout:
+    """This rank's rollout: its whole task groups, each episode on the stream of its global index, so the
+    ranks together draw exactly what one process would (all of the tasks in one process)."""
+    mine = D.shard_range(len(tasks), s.world.rank, s.world.world_size)
+    ids = [t * group_size + g for t in mine for g in range(group_size)]
+    return run_rollout(s, phase, step, [tasks[t] for t in mine], group_size, episode_ids=ids)
 
 
 def _reduced(s: Session, metrics: dict[str, float], rollout: Rollout) -> dict[str, float]:
@@ -327,7 +334,7 @@ def train_step(s: Session, step: int) -> dict[str, float]:
     cfg = s.cfg
     _inject_rank_fault(step, s.world.rank)
     t0 = time.perf_counter()
-    rollout = run_rollout(s, "train", step, _my_share(s, train_tasks(cfg, s.family, step)), cfg.trainer.group_size)
+    rollout = _rollout_share(s, "train", step, train_tasks(cfg, s.family, step), cfg.trainer.group_size)
     t_roll = time.perf_counter() - t0
     metrics = rollout_metrics(rollout, cfg)
     adv = compute_step_advantages(s, rollout)
