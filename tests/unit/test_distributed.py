@@ -110,7 +110,7 @@ def test_world_checks_are_one_line(nproc: int, overrides: list[str], needle: str
 
 
 def test_nproc_flag_is_validated_before_anything_runs() -> None:
-    with pytest.raises(ConfigError, match="needs trainer.distributed.strategy"):
+    with pytest.raises(ConfigError, match=r"needs trainer\.distributed\.strategy"):
         compose_config(["trainer=ci", "launcher.nproc=2"])
     with pytest.raises(ConfigError, match="does not shard a value head"):
         compose_config(["trainer=ci", "algo=ppo", "trainer.distributed.strategy=fsdp"])

@@ -31,7 +31,7 @@ def test_old_gpus_key_is_read_as_gpus_per_node_with_one_warning(capsys: pytest.C
     b = slurm.parse_profile("y", {"gpus": 4}, "slurm/y.yaml")
     assert (a.gpus_per_node, b.gpus_per_node) == (2, 4)
     assert capsys.readouterr().err.count("gpus_per_node") == 1
-    with pytest.raises(UserError, match="keep only gpus_per_node"):
+    with pytest.raises(UserError, match=r"keep only gpus_per_node"):
         slurm.parse_profile("z", {"gpus": 1, "gpus_per_node": 1}, "slurm/z.yaml")
 
 

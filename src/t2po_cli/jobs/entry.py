@@ -111,9 +111,9 @@ def _torch_logs_to(path: Path) -> Iterator[None]:
 
 def rank_failure(failures: dict[int, Any], logs: Path) -> Exception:
     """The one-line error for torchrun's failed ranks: the earliest failure, its cause and its log."""
-    from t2po_cli.errors import RankFailed
-
     import signal
+
+    from t2po_cli.errors import RankFailed
 
     # The agent SIGTERMs the surviving ranks once one has failed: those are consequences, not the cause.
     rank, failure = min(failures.items(),
