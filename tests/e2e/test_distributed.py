@@ -46,8 +46,7 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 
         out = run / "consolidated.pt"
         dcp_to_torch_save(step / "dcp", out)
-        return {k.removeprefix("model."): v for k, v in torch.load(out, weights_only=False).items()
-                if k.startswith("model.") and isinstance(v, torch.Tensor)}
+        return torch.load(out, weights_only=False)["model"]
     return torch.load(step / "trainable.pt", weights_only=True)["policy"]
 
 

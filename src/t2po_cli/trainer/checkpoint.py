@@ -266,3 +266,40 @@ def load_distributed(
         random.setstate(rng["python"])
         torch.set_rng_state(rng["torch"])
     return info
+
+
+def load_weights(ckpt: CheckpointInfo, modules: dict[str, torch.nn.Module]) -> None:
+    """Restore only the trained weights (evaluation) into plain modules, from either checkpoint format.
+
+    ``modules`` maps ``policy`` (and ``value_head``) to unwrapped modules; a sharded checkpoint is read by
+    ``torch.distributed.checkpoint`` without a process group.
+
+    Raises:
+        RunFolderError: a corrupt checkpoint.
+    """
+    if not (ckpt.path / DCP_DIR).is_dir():
+        load_checkpoint(ckpt, modules=modules, optimizers={})
+        return
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    policy = modules["policy"]
+    state: dict[str, Any] = {"model": {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}}
+    if "value_head" in modules:
+        state["value_head"] = modules["value_head"].state_dict()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "no process group": reading in one process is what we want
+            dcp.load(state, checkpoint_id=str(ckpt.path / DCP_DIR))
+    except (OSError, RuntimeError, ValueError, KeyError) as e:
+        raise RunFolderError(
+            f"checkpoint {ckpt.path} is corrupt ({type(e).__name__}); delete that folder to evaluate the "
+            "previous checkpoint"
+        ) from None
+    params = dict(policy.named_parameters())
+    with torch.no_grad():
+        for n, t in state["model"].items():
+            params[n].copy_(t)
+    if "value_head" in modules:
+        modules["value_head"].load_state_dict(state["value_head"])

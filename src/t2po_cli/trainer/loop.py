@@ -167,12 +167,14 @@ def _reduced(s: Session, metrics: dict[str, float], rollout: Rollout) -> dict[st
     return D.combine_metrics([m for m, _, _ in per_rank], [e for _, e, _ in per_rank], [r for _, _, r in per_rank])
 
 
-def build_session(run_dir: str | Path, *, tti: bool | None = None, progress: Progress | None = None) -> Session:
+def build_session(run_dir: str | Path, *, tti: bool | None = None, progress: Progress | None = None,
+                  distributed: bool = True) -> Session:
     """Load the run folder's config and build the policy, engine, hooks, optimizer and sinks.
 
     ``tti`` (evaluation only) switches the thinking intervention on or off for this session, whatever the run
     was trained with; the run folder's config is not changed. None keeps the run's setting. ``progress``
     receives the warm start's progress and the run's notes (nothing is printed without one).
+    ``distributed=False`` (evaluation) builds one plain process whatever ``trainer.distributed`` says.
     """
     from t2po_cli.hooks.factory import build_hooks
     from t2po_cli.trainer.models import load_policy
@@ -189,7 +191,7 @@ def build_session(run_dir: str | Path, *, tti: bool | None = None, progress: Pro
     estimator = get_estimator(cfg.algo.name)
     dist_cfg = cfg.trainer.distributed
     world = D.init_world(dist_cfg.strategy, dist_cfg.timeout_s,
-                         device_type="cuda" if torch.cuda.is_available() else "cpu") if tti is None else D.SINGLE
+                         device_type="cuda" if torch.cuda.is_available() else "cpu") if distributed else D.SINGLE
     # Rank 0 builds the (cached) warm start; the others wait for it and then load the same checkpoint.
     warm = ensure_warmstart(cfg, progress=progress) if world.is_main else None
     D.barrier(world)
