@@ -356,12 +356,14 @@ def train_step(s: Session, step: int) -> dict[str, float]:
 
 
 def _inject_rank_fault(step: int, rank: int) -> None:
-    """Reliability tests set T2PO_KILL_RANK_AT=R:N to SIGKILL rank R at the start of step N (dead rank)."""
-    target = os.environ.get("T2PO_KILL_RANK_AT")
-    if target and target == f"{rank}:{step}":
+    """Reliability tests: T2PO_KILL_RANK_AT=R:N SIGKILLs rank R at the start of step N (a dead rank);
+    T2PO_HANG_RANK_AT=R:N makes it sleep there (a hung rank: the others' collectives time out)."""
+    if os.environ.get("T2PO_KILL_RANK_AT") == f"{rank}:{step}":
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("T2PO_HANG_RANK_AT") == f"{rank}:{step}":
+        time.sleep(10**6)
 
 
 def _nan_injector(step: int):
