@@ -25,20 +25,24 @@ weights are refreshed from the shards after every update (``sync_replica``).
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from t2po_cli.config.schema import STRATEGIES
 from t2po_cli.tracking import keys as K
+
+if TYPE_CHECKING:
+    from t2po_cli.trainer.models import Policy
 
 __all__ = ["SINGLE", "STRATEGIES", "World", "chunk_weight", "combine_metrics", "init_world", "wrap_model"]
 
@@ -294,6 +298,38 @@ def wrap_model(model: nn.Module, world: World, param_dtype: torch.dtype) -> nn.M
         fully_shard(model, mp_policy=mp)
         return model
     return model
+
+
+def distribute_policy(policy: Policy, world: World) -> tuple[nn.Module, Policy]:
+    """(training model, the engine's policy) for the strategy.
+
+    ddp: the DDP wrapper trains, the engine generates with the wrapped module itself (same weights, no
+    collectives). fsdp: the model is sharded in place; the engine gets an unsharded replica made before
+    sharding, whose trainable weights ``sync_replica`` refreshes after every update. none: the model itself.
+    """
+    if world.strategy == "fsdp":
+        replica = copy.deepcopy(policy.model)
+        train_model = wrap_model(policy.model, world, policy.dtype)
+        return train_model, replace(policy, model=replica)
+    return wrap_model(policy.model, world, policy.dtype), policy
+
+
+def reference_context(policy: Policy, train_model: nn.Module, world: World
+                      ) -> Callable[[], contextlib.AbstractContextManager[nn.Module]]:
+    """The KL reference: a context yielding the module that computes π_ref.
+
+    LoRA under FSDP disables the adapters of the sharded training model, so its forwards stay in step across
+    ranks; otherwise ``Policy.reference`` (adapters off on the plain model, or the frozen full copy).
+    """
+    if world.strategy == "fsdp" and policy.lora:
+
+        @contextlib.contextmanager
+        def ref() -> Iterator[nn.Module]:
+            with torch.no_grad(), train_model.disable_adapter():
+                yield train_model
+
+        return ref
+    return policy.reference
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -203,7 +203,7 @@ def build_session(run_dir: str | Path, *, tti: bool | None = None, progress: Pro
     # config edit).
     model_cfg = replace(cfg.model, value_head=cfg.model.value_head or estimator.needs_values)
     policy = load_policy(model_cfg, checkpoint=warm, with_reference=cfg.trainer.kl_coef > 0)
-    train_model, policy = _distribute(policy, world)
+    train_model, policy = D.distribute_policy(policy, world)
     _seed_everything(D.derive_seed(cfg.trainer.seed, world.rank))
     engine = _make_engine(cfg, policy)
     think_ids = _think_ids(cfg, policy)
@@ -219,7 +219,8 @@ def build_session(run_dir: str | Path, *, tti: bool | None = None, progress: Pro
     settings = estimator.settings(getattr(cfg.algo, estimator.name))
     ctx = UpdateContext(
         model=train_model, optimizer=optimizer, params=params, pad_id=policy.pad_id,
-        value_head=policy.value_head, reference=_reference(policy, train_model, world, cfg),
+        value_head=policy.value_head,
+        reference=D.reference_context(policy, train_model, world) if cfg.trainer.kl_coef > 0 else None,
         # A critic estimator's params carry the value-loss weight (``Estimator.needs_values``).
         value_coef=float(getattr(settings, "value_coef", 0.0)) if estimator.needs_values else 0.0,
         world=world,
@@ -231,39 +232,6 @@ def build_session(run_dir: str | Path, *, tti: bool | None = None, progress: Pro
         sink = MlflowSink(folder.path, cfg)
     return Session(cfg, folder, family, policy, engine, ctx, train_hooks, val_hooks,
                    MetricsWriter(folder.metrics_path), sink, progress, world)
-
-
-def _distribute(policy: Policy, world: D.World) -> tuple[torch.nn.Module, Policy]:
-    """(training model, the engine's policy) for the strategy.
-
-    ddp: the DDP wrapper trains, the engine generates with the wrapped module itself (same weights, no
-    collectives). fsdp: the model is sharded in place; the engine gets an unsharded replica made before
-    sharding, whose trainable weights ``distributed.sync_replica`` refreshes after every update.
-    """
-    if world.strategy == "fsdp":
-        import copy
-
-        replica = copy.deepcopy(policy.model)
-        train_model = D.wrap_model(policy.model, world, policy.dtype)
-        return train_model, replace(policy, model=replica)
-    return D.wrap_model(policy.model, world, policy.dtype), policy
-
-
-def _reference(policy: Policy, train_model: torch.nn.Module, world: D.World, cfg: RunConfig):
-    """The KL reference context: LoRA disables the adapters of the model that trains (under FSDP the
-    sharded one, so its forwards stay in step across ranks); full fine-tuning uses the frozen copy."""
-    if cfg.trainer.kl_coef <= 0:
-        return None
-    if world.strategy == "fsdp" and policy.lora:
-        import contextlib
-
-        @contextlib.contextmanager
-        def ref():
-            with torch.no_grad(), train_model.disable_adapter():
-                yield train_model
-
-        return ref
-    return policy.reference
 
 
 def _think_ids(cfg: RunConfig, policy: Policy) -> tuple[int, int] | None:
