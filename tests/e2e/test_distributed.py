@@ -104,3 +104,17 @@ def test_killed_rank_ends_job_and_resume_changes_world_size(tmp_path: Path) -> N
     assert r.returncode == 0, r.stderr[-3000:]
     assert [x["step"] for x in _rows(run)] == [1, 2, 3, 4]
     _assert_same_run(ref, run)
+
+
+def test_hung_rank_ends_job_within_the_collective_timeout(tmp_path: Path) -> None:
+    """Rank 1 sleeps at step 2: rank 0's next collective times out (trainer.distributed.timeout_s) and the
+    whole job ends with one line instead of hanging; the subprocess timeout bounds the test itself."""
+    run = tmp_path / "hung"
+    r = _train(run, "trainer.steps=3", "trainer.distributed.strategy=ddp", "trainer.distributed.timeout_s=15",
+               "--nproc", "2", env={"T2PO_HANG_RANK_AT": "1:2"}, cwd=tmp_path)
+    assert r.returncode == 1
+    err = r.stderr.replace("\n", "")
+    assert "error: rank 0 failed (exit code 1: a collective timed out waiting for another rank" in err, err[-3000:]
+    assert "Traceback" not in r.stderr
+    assert "Timed out" in (run / "logs" / "rank0.log").read_text()
+    assert json.loads((run / "status.json").read_text())["state"] == "failed"

@@ -120,6 +120,8 @@ def rank_failure(failures: dict[int, Any], logs: Path) -> Exception:
                         key=lambda kv: (kv[1].exitcode == -signal.SIGTERM, kv[1].timestamp, kv[0]))
     code = failure.exitcode
     cause = f"killed by {failure.signal_name()}" if code < 0 else f"exit code {code}"
+    if "Timed out" in str(getattr(failure, "message", "")):
+        cause += ": a collective timed out waiting for another rank (hung or dead; see the other ranks' logs)"
     return RankFailed(f"rank {rank} failed ({cause}); see {logs / f'rank{rank}.log'}; continue with --resume")
 
 
@@ -149,5 +151,17 @@ class RunJob:
         return submitit.helpers.DelayedSubmission(RunJob(self.run_dir))
 
 
-if __name__ == "__main__":  # one rank under torchrun: python -m t2po_cli.jobs.entry RUN_DIR
-    run_job(sys.argv[1])
+def _rank_main(run_dir: str) -> int:
+    """One rank under torchrun. A failure exits 1 without a console traceback: the traceback is in
+    ``logs/rank{r}.log`` and in torchrun's error file, whose message ``rank_failure`` summarises."""
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    try:
+        record(run_job)(run_dir)
+    except BaseException:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # python -m t2po_cli.jobs.entry RUN_DIR
+    sys.exit(_rank_main(sys.argv[1]))
