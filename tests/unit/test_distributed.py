@@ -129,3 +129,7 @@ def test_rank_failure_names_the_killed_rank_not_the_terminated_one(tmp_path: Pat
     assert err.exit_code == 1
     err = rank_failure({1: failure(1, 5), 0: failure(1, 3)}, tmp_path)
     assert str(err).startswith("rank 0 failed (exit code 1)")
+    timed_out = failure(1, 3)
+    timed_out.message = "RuntimeError: [gloo] Timed out waiting 20000ms for recv operation to complete"
+    err = rank_failure({0: timed_out}, tmp_path)
+    assert "exit code 1: a collective timed out waiting for another rank" in str(err) and "\n" not in str(err)
