@@ -118,3 +118,12 @@ def test_hung_rank_ends_job_within_the_collective_timeout(tmp_path: Path) -> Non
     assert "Traceback" not in r.stderr
     assert "Timed out" in (run / "logs" / "rank0.log").read_text()
     assert json.loads((run / "status.json").read_text())["state"] == "failed"
+
+
+def test_sweep_point_runs_as_two_ranks(tmp_path: Path) -> None:
+    r = t2po(["sweep", "--seeds", "0", "--name", "ranks", "--json", f"runs_root={tmp_path / 'runs'}", *BASE,
+              "trainer.steps=1", "launcher.nproc=2", "trainer.distributed.strategy=ddp"], cwd=tmp_path, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    point = Path(json.loads(r.stdout)["points"][0]["run_dir"])
+    assert json.loads((point / "world.json").read_text())["world_size"] == 2
+    assert [x["step"] for x in _rows(point)] == [1]
