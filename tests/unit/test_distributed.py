@@ -133,3 +133,16 @@ def test_rank_failure_names_the_killed_rank_not_the_terminated_one(tmp_path: Pat
     timed_out.message = "RuntimeError: [gloo] Timed out waiting 20000ms for recv operation to complete"
     err = rank_failure({0: timed_out}, tmp_path)
     assert "exit code 1: a collective timed out waiting for another rank" in str(err) and "\n" not in str(err)
+
+
+def test_dry_run_prints_the_world_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from t2po_cli.cli.app import main
+
+    monkeypatch.chdir(tmp_path)
+    rc = main(["train", "--dry-run", "--nproc", "2", "trainer=ci", "trainer.distributed.strategy=fsdp"])
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert rc == 0 and "world: 2 ranks on this machine (torchrun), strategy fsdp" in err
+    assert "rank 1 (local 1)" in err and not (tmp_path / "runs").exists()
+    rc = main(["train", "--dry-run", "--nproc", "2", "trainer=ci"])
+    assert rc == 2 and "--nproc 2 needs trainer.distributed.strategy=ddp" in capsys.readouterr().err
