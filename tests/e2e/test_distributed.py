@@ -63,13 +63,22 @@ def _assert_same_run(ref: Path, got: Path) -> None:
         torch.testing.assert_close(wb[name].float(), t.float(), rtol=RTOL, atol=1e-6, msg=name)
 
 
-@pytest.mark.parametrize(("strategy", "model"), [("ddp", "tiny"), ("fsdp", "tiny"), ("fsdp", "tiny-lora")])
-def test_two_ranks_equal_one_process(tmp_path: Path, strategy: str, model: str) -> None:
+@pytest.mark.parametrize(("strategy", "model", "extra"), [
+    ("ddp", "tiny", []),
+    ("fsdp", "tiny", []),
+    # LoRA with the KL term (reference = adapters off on the sharded model) and micro-batches of 2 rows on
+    # the ranks (the one process uses one micro-batch): the global token-mean makes micro-batching irrelevant,
+    # and ranks with different numbers of micro-batches stay in step (dummy chunks).
+    ("fsdp", "tiny-lora", ["trainer.kl_coef=0.1"]),
+])
+def test_two_ranks_equal_one_process(tmp_path: Path, strategy: str, model: str, extra: list[str]) -> None:
     ref = tmp_path / "one"
-    r = _train(ref, f"model={model}", cwd=tmp_path)
+    r = _train(ref, f"model={model}", *extra, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     two = tmp_path / "two"
-    r = _train(two, f"model={model}", f"trainer.distributed.strategy={strategy}", "--nproc", "2", cwd=tmp_path)
+    micro = ["trainer.micro_batch_rows=2"] if extra else []
+    r = _train(two, f"model={model}", *extra, *micro, f"trainer.distributed.strategy={strategy}", "--nproc", "2",
+               cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((two / "world.json").read_text())["world_size"] == 2
     assert (two / "logs" / "rank0.log").is_file() and (two / "logs" / "rank1.log").is_file()

@@ -239,6 +239,17 @@ def _dummy_batch(pad_id: int) -> PackedBatch:
     return batch
 
 
+def _dummy_loss(ctx: UpdateContext, cfg: RunConfig) -> torch.Tensor:
+    """A zero loss with the forwards of a real micro-batch (policy, and the KL reference when it runs through
+    the sharded model), so FSDP's all-gathers and DDP's reduction happen as often on every rank."""
+    batch = _dummy_batch(ctx.pad_id)
+    logits, _ = response_logits(ctx.model, batch)
+    if cfg.trainer.kl_coef and ctx.reference is not None:
+        with torch.no_grad(), ctx.reference() as ref_model:
+            response_logits(ref_model, batch)
+    return logits.float().sum() * 0.0
+
+
 def _padded(chunks: list[list[int]], world: D.World) -> list[list[int] | None]:
     """``chunks`` padded with None (dummy chunks) to the largest rank's count (one all-reduce)."""
     n = int(D.all_reduce(float(len(chunks)), world, "max"))
@@ -309,8 +320,7 @@ def _distributed_update(
             for k, chunk in enumerate(chunks):
                 with D.no_sync(ctx.model, last=k == len(chunks) - 1):
                     if chunk is None:
-                        logits, _ = response_logits(ctx.model, _dummy_batch(ctx.pad_id))
-                        loss = logits.float().sum() * 0.0
+                        loss = _dummy_loss(ctx, cfg)
                     else:
                         loss = _micro_loss(ctx, rows, chunk, advantages, returns, old, cfg, mask_forced, policy_loss)
                         if nan_injector is not None:
