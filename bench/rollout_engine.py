@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from _common import alternate, machine, median, table, write
 
+from t2po_cli.rollout.streams import seeded_streams
+
 
 def _setup(model: str, batch: int, new: int) -> dict[str, Any]:
     from t2po_cli.config.compose import compose_config
@@ -40,8 +42,7 @@ def _setup(model: str, batch: int, new: int) -> dict[str, Any]:
 
 def _ours(s: dict[str, Any], with_hook: bool) -> Any:
     def run() -> float:
-        g = torch.Generator().manual_seed(0)
-        gen = s["engine"].generate(s["prompts"], s["params"], generator=g,
+        gen = s["engine"].generate(s["prompts"], s["params"], streams=seeded_streams(0, len(s["prompts"])),
                                    hook_factory=s["hook_factory"] if with_hook else None)
         return float(sum(len(r) for r in gen.response_ids))
 

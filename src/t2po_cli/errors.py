@@ -23,3 +23,9 @@ class RunFolderError(UserError):
 
 class BackendUnavailable(UserError):
     """A real backend (HTTP server, Slurm, MLflow) could not be reached within the bounded retries."""
+
+
+class RankFailed(UserError):
+    """A rank of a multi-rank job died or hung; the message names it and its log. Not a user mistake."""
+
+    exit_code = 1

@@ -84,12 +84,13 @@ def test_t2po_on_alfworld_intervenes_and_resamples(e2e_root: Path) -> None:
     """`t2po train --env alfworld --t2po on` logs non-zero TTI and TDS metrics through the whole train path.
 
     The CI warm start (20 SFT steps) leaves M_t moving by more than the CPU recipe's ε = 1e-2 per token, so
-    the stagnation tolerance is widened here; the default recipe's numbers are measured in issue #5's note.
+    the stagnation tolerance is widened here (τ = 0.5: with τ = 0.1 one step of seed 0 intervened on 0 to 1 of
+    24 turns, depending on the sampled tokens); the default recipe's numbers are measured in issue #5's note.
     """
     from t2po_cli.tracking import keys as K
 
     run = make_run(e2e_root, ["env=alfworld", "t2po=on", "trainer.steps=1", "trainer.val_every=0",
-                              "env.max_turns=6", "t2po.tti.epsilon=0.1"])
+                              "env.max_turns=6", "t2po.tti.tau=0.5"])
     loop.train_run(run.path)
     m = stable_rows(run)[0][2]
     assert m[K.TTI_INTERVENTIONS_PER_TURN] > 0, {k: v for k, v in m.items() if k.startswith("t2po")}

@@ -171,3 +171,35 @@ def test_requeued_job_resumes_from_its_checkpoint(services: str, runs_root: Path
 
 def _show(job: str) -> str:
     return subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+
+
+def test_two_rank_job_trains_and_lands_in_mlflow(services: str, runs_root: Path, capsys) -> None:
+    """One run as two Slurm tasks (slurm/local-ci-2ranks.yaml): submitit exports each task's rank and the
+    rendezvous, the ranks train with ddp over gloo, rank 0 alone writes metrics.jsonl and MLflow; then a
+    requeue of the 2-task job resumes from its sharded checkpoint."""
+    import mlflow
+
+    steps = 6
+    rc = main(["train", "--launcher", "slurm", "--profile", "local-ci-2ranks", "--json", f"runs_root={runs_root}",
+               f"experiment_name={_name('ranks')}", *FAST, "trainer.tasks_per_step=4",
+               "trainer.distributed.strategy=ddp", f"trainer.steps={steps}", "trainer.save_every=1"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    run, job = Path(out["run_dir"]), out["job_id"]
+    assert "NumTasks=2" in _show(job)
+    _wait(lambda: len(_train_steps(run)) >= 2, 180, "two training steps before the requeue", every=0.5)
+    subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True)
+    _wait(lambda: "JobState=PENDING" in _show(job), 30, "the job to be pending again", every=0.5)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, capture_output=True)
+    _wait(lambda: json.loads((run / "status.json").read_text()).get("state") == "finished"
+          and "JobState=COMPLETED" in _show(job), 240, "the requeued 2-task job to finish", every=1)
+    assert _train_steps(run) == list(range(1, steps + 1))  # resumed, no row lost or duplicated
+    world = json.loads((run / "world.json").read_text())
+    assert world["world_size"] == 2 and len(world["launches"]) >= 2
+    assert (run / "logs" / "rank0.log").is_file() and (run / "logs" / "rank1.log").is_file()
+    assert any((p / "dcp").is_dir() for p in (run / "checkpoints").glob("step_*"))
+    state = json.loads((run / "mlflow_sync.json").read_text())
+    client = mlflow.MlflowClient(tracking_uri=services)
+    assert client.get_run(state["run_id"]).info.status == "FINISHED"
+    history = client.get_metric_history(state["run_id"], "episode/success_rate")
+    assert sorted(m.step for m in history) == list(range(1, steps + 1))

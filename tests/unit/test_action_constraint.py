@@ -11,6 +11,7 @@ from _tiny_policy import peaked_tiny_policy
 from t2po_cli.config.schema import ModelConfig
 from t2po_cli.rollout.constraint import ActionSpace, allowed_continuations, instruction_words
 from t2po_cli.rollout.engine import HFEngine, build_chat_prompt
+from t2po_cli.rollout.streams import seeded_streams
 from t2po_cli.rollout.types import SamplingParams
 from t2po_cli.trainer.models import Policy
 from t2po_cli.trainer.offline_models import synthetic_corpus, tiny_dir
@@ -81,7 +82,7 @@ def _prompts(policy: Policy, n: int) -> list[list[int]]:
 def _generate(policy: Policy, admissible, n: int = 12, seed: int = 0, temperature: float = 1.0):
     engine = HFEngine(policy)
     params = SamplingParams(max_new_tokens=24, temperature=temperature)
-    return engine.generate(_prompts(policy, n), params, generator=torch.Generator().manual_seed(seed),
+    return engine.generate(_prompts(policy, n), params, streams=seeded_streams(seed, n),
                            admissible=admissible)
 
 

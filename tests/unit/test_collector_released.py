@@ -10,6 +10,7 @@ import torch
 from t2po_cli.envs.base import Projection, Task
 from t2po_cli.hooks.tds import DynamicalSampler
 from t2po_cli.rollout.collector import collect
+from t2po_cli.rollout.streams import seeded_streams
 from t2po_cli.rollout.types import Generation, SamplingParams
 from t2po_cli.tracking import keys
 
@@ -37,9 +38,12 @@ class Env:
 
 def _run(generate_finished: bool) -> tuple[list[list[int]], Any, dict[str, float]]:
     calls: list[list[int]] = []
+    env_streams = seeded_streams(0, 2)
 
-    def generate(prompts: list[list[int]], params, hook_factory, admissible) -> Generation:
+    def generate(prompts: list[list[int]], params, hook_factory, admissible, streams) -> Generation:
         calls.append([p[0] for p in prompts])
+        # Every call, TDS regenerations included, gets the streams of exactly the envs it generates for.
+        assert [next(e for e, g in enumerate(env_streams) if g is s) for s in streams] == calls[-1]
         n = len(prompts)
         # Env 0 stops at once; env 1 never does. Scores move by 0.01 per call: always inside (0, η).
         texts = ["stop" if p[0] == 0 else "go" for p in prompts]
@@ -53,7 +57,7 @@ def _run(generate_finished: bool) -> tuple[list[list[int]], Any, dict[str, float
     sampler = DynamicalSampler(eta=0.3, max_resamples=1, compat="released" if generate_finished else "intended")
     tasks = [Task(env="fake", split="train", index=i, seed=i, instruction="x") for i in range(2)]
     ro = collect(family=Family(), make_env=Env, tasks=tasks, group_size=1,
-                 encode_prompt=lambda msg: [int(msg.split()[1])], generate=generate,
+                 encode_prompt=lambda msg: [int(msg.split()[1])], generate=generate, streams=env_streams,
                  params=SamplingParams(max_new_tokens=2), max_turns=3, history_length=0, turn_hook=sampler,
                  generate_finished=generate_finished)
     return calls, ro, ro.hook_metrics  # the turn hook's metrics travel inside the Rollout

@@ -11,6 +11,7 @@ from _tiny_policy import peaked_tiny_policy
 from t2po_cli.config.schema import ModelConfig
 from t2po_cli.hooks.signal import token_signal
 from t2po_cli.rollout.engine import HFEngine, build_chat_prompt, filter_logits
+from t2po_cli.rollout.streams import episode_streams, seeded_streams
 from t2po_cli.rollout.types import SamplingParams
 from t2po_cli.trainer.models import Policy
 from t2po_cli.trainer.offline_models import synthetic_corpus, tiny_dir
@@ -78,7 +79,7 @@ class ForceAt:
 def test_greedy_matches_model_generate(policy):
     prompts = _prompts(policy)
     gen = HFEngine(policy).generate(prompts, SamplingParams(max_new_tokens=24, temperature=0),
-                                    generator=torch.Generator().manual_seed(0))
+                                    streams=seeded_streams(0, len(prompts)))
     for prompt, row, reason in zip(prompts, gen.response_ids, gen.finish_reasons, strict=True):
         out = policy.model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=24, do_sample=False,
                                     eos_token_id=policy.eos_id, pad_token_id=policy.pad_id)
@@ -90,7 +91,7 @@ def test_greedy_matches_model_generate(policy):
 def test_sampled_logps_and_signals_equal_teacher_forcing(policy):
     prompts = _prompts(policy)
     params = SamplingParams(max_new_tokens=32, temperature=0.7, top_k=50, top_p=0.9)
-    gen = HFEngine(policy, signal_alpha=0.6).generate(prompts, params, generator=torch.Generator().manual_seed(3))
+    gen = HFEngine(policy, signal_alpha=0.6).generate(prompts, params, streams=seeded_streams(3, len(prompts)))
     for i, prompt in enumerate(prompts):
         logits = _teacher_forced(policy, prompt, gen.response_ids[i])
         ref_logps = torch.log_softmax(logits, -1).gather(-1, gen.response_ids[i][:, None]).squeeze(-1)
@@ -106,7 +107,7 @@ def test_hook_forces_think_close_with_natural_logp(policy):
     prompts = _prompts(policy)
     hook = ForceAt(close_id, at=3)
     gen = HFEngine(policy).generate(prompts, SamplingParams(max_new_tokens=8), hook_factory=lambda: hook,
-                                    generator=torch.Generator().manual_seed(0))
+                                    streams=seeded_streams(0, len(prompts)))
     assert hook.began[0] == len(prompts) and not hook.began[1].any()
     assert gen.hook_reports == [{"steps": 8}] * len(prompts)
     assert all(obs[:].eq(close_id).all() for obs in hook.observed[3:4])
@@ -123,9 +124,9 @@ def test_no_hook_and_idle_hook_are_bit_identical(policy):
     prompts = _prompts(policy)
     params = SamplingParams(max_new_tokens=20, temperature=1.0, top_p=0.95)
     engine = HFEngine(policy)
-    base = engine.generate(prompts, params, generator=torch.Generator().manual_seed(7))
+    base = engine.generate(prompts, params, streams=seeded_streams(7, len(prompts)))
     idle = engine.generate(prompts, params, hook_factory=lambda: ForceAt(0, at=None),
-                           generator=torch.Generator().manual_seed(7))
+                           streams=seeded_streams(7, len(prompts)))
     for a, b in zip(base.response_ids, idle.response_ids, strict=True):
         assert torch.equal(a, b)
     assert base.texts == idle.texts
@@ -133,14 +134,14 @@ def test_no_hook_and_idle_hook_are_bit_identical(policy):
 
 
 def test_forcing_one_row_does_not_shift_other_rows_randomness(policy):
-    """Every row draws at every step and forced rows are overwritten afterwards, so forcing row 0 leaves the
-    other rows' tokens exactly as in the baseline."""
+    """Every live row draws from its own stream at every step and forced rows are overwritten afterwards, so
+    forcing row 0 leaves the other rows' tokens exactly as in the baseline."""
     prompts = _prompts(policy)
     params = SamplingParams(max_new_tokens=12, temperature=1.0)
     engine = HFEngine(policy)
-    base = engine.generate(prompts, params, generator=torch.Generator().manual_seed(11))
+    base = engine.generate(prompts, params, streams=seeded_streams(11, len(prompts)))
     forced = engine.generate(prompts, params, hook_factory=lambda: ForceAt(policy.think_ids[1], at=3, rows=[0]),
-                             generator=torch.Generator().manual_seed(11))
+                             streams=seeded_streams(11, len(prompts)))
     assert torch.equal(base.response_ids[0][:3], forced.response_ids[0][:3])
     assert forced.response_ids[0][3].item() == policy.think_ids[1] and forced.forced_mask[0][3]
     for i in range(1, len(prompts)):
@@ -148,13 +149,29 @@ def test_forcing_one_row_does_not_shift_other_rows_randomness(policy):
         assert not forced.forced_mask[i].any()
 
 
+def test_episode_tokens_do_not_depend_on_the_batch(policy):
+    """Per-episode streams: episode e samples the same tokens in a batch of 8, alone, or in reversed order
+    (rows finish at different steps, so a shared batch stream would shift every later row's draws)."""
+    prompts = _prompts(policy) + [build_chat_prompt(policy.tokenizer, q + " now") for q in QUESTIONS]
+    params = SamplingParams(max_new_tokens=24, temperature=1.0, top_p=0.95)
+    engine = HFEngine(policy)
+    ids = list(range(len(prompts)))
+    batched = engine.generate(prompts, params, streams=episode_streams(4, 1, "train", ids))
+    assert len({len(r) for r in batched.response_ids}) > 1  # rows end at different steps
+    backwards = engine.generate(prompts[::-1], params, streams=episode_streams(4, 1, "train", ids[::-1]))
+    for e in ids:
+        alone = engine.generate([prompts[e]], params, streams=episode_streams(4, 1, "train", [e]))
+        assert alone.response_ids[0].tolist() == batched.response_ids[e].tolist()
+        assert backwards.response_ids[len(ids) - 1 - e].tolist() == batched.response_ids[e].tolist()
+
+
 def test_seeded_sampling_is_deterministic(policy):
     prompts = _prompts(policy)
     params = SamplingParams(max_new_tokens=16, temperature=1.0)
     engine = HFEngine(policy)
-    a = engine.generate(prompts, params, generator=torch.Generator().manual_seed(5))
-    b = engine.generate(prompts, params, generator=torch.Generator().manual_seed(5))
-    c = engine.generate(prompts, params, generator=torch.Generator().manual_seed(6))
+    a = engine.generate(prompts, params, streams=seeded_streams(5, len(prompts)))
+    b = engine.generate(prompts, params, streams=seeded_streams(5, len(prompts)))
+    c = engine.generate(prompts, params, streams=seeded_streams(6, len(prompts)))
     assert [r.tolist() for r in a.response_ids] == [r.tolist() for r in b.response_ids]
     assert [r.tolist() for r in a.response_ids] != [r.tolist() for r in c.response_ids]
 
@@ -163,7 +180,7 @@ def test_stop_string_ends_row_after_completing_token(policy):
     prompts = _prompts(policy)[:1]
     params = SamplingParams(max_new_tokens=24, temperature=1.0)
     engine = HFEngine(policy)
-    free = engine.generate(prompts, params, generator=torch.Generator().manual_seed(2))
+    free = engine.generate(prompts, params, streams=seeded_streams(2, len(prompts)))
     ids = free.response_ids[0].tolist()
     decode = lambda xs: policy.tokenizer.decode(xs, skip_special_tokens=False)  # noqa: E731
     # A stop string made of the text of tokens 4..6, so it is completed by token 6 (or earlier).
@@ -171,7 +188,7 @@ def test_stop_string_ends_row_after_completing_token(policy):
     assert stop
     first = next(k for k in range(1, len(ids) + 1) if stop in decode(ids[:k]))
     stopped = engine.generate(prompts, SamplingParams(max_new_tokens=24, temperature=1.0, stop_strings=(stop,)),
-                              generator=torch.Generator().manual_seed(2))
+                              streams=seeded_streams(2, len(prompts)))
     assert stopped.finish_reasons == ["stop"]
     assert stopped.response_ids[0].tolist() == ids[:first]
     assert stop in stopped.texts[0]
@@ -181,9 +198,9 @@ def test_left_padding_does_not_change_rows(policy):
     prompts = _prompts(policy)
     params = SamplingParams(max_new_tokens=16, temperature=0)
     engine = HFEngine(policy)
-    batched = engine.generate(prompts, params, generator=torch.Generator().manual_seed(0))
+    batched = engine.generate(prompts, params, streams=seeded_streams(0, len(prompts)))
     for i, prompt in enumerate(prompts):
-        alone = engine.generate([prompt], params, generator=torch.Generator().manual_seed(0))
+        alone = engine.generate([prompt], params, streams=seeded_streams(0, 1))
         assert alone.response_ids[0].tolist() == batched.response_ids[i].tolist()
         torch.testing.assert_close(alone.logps[0], batched.logps[i], atol=1e-5, rtol=1e-5)
 
@@ -192,9 +209,9 @@ def test_top_k_one_equals_greedy(policy):
     prompts = _prompts(policy)
     engine = HFEngine(policy)
     greedy = engine.generate(prompts, SamplingParams(max_new_tokens=12, temperature=0),
-                             generator=torch.Generator().manual_seed(0))
+                             streams=seeded_streams(0, len(prompts)))
     topk1 = engine.generate(prompts, SamplingParams(max_new_tokens=12, temperature=1.3, top_k=1),
-                            generator=torch.Generator().manual_seed(9))
+                            streams=seeded_streams(9, len(prompts)))
     assert [r.tolist() for r in greedy.response_ids] == [r.tolist() for r in topk1.response_ids]
 
 
@@ -202,7 +219,7 @@ def test_eos_ends_row_and_is_stripped_from_text(policy):
     prompts = _prompts(policy)
     hook = ForceAt(policy.eos_id, at=2)
     gen = HFEngine(policy).generate(prompts, SamplingParams(max_new_tokens=10), hook_factory=lambda: hook,
-                                    generator=torch.Generator().manual_seed(0))
+                                    streams=seeded_streams(0, len(prompts)))
     assert gen.finish_reasons == ["eos"] * len(prompts)
     assert all(len(r) == 3 and r[-1].item() == policy.eos_id for r in gen.response_ids)
     assert all("<|im_end|>" not in t for t in gen.texts)
@@ -215,7 +232,7 @@ def test_prompt_strings_truncation_and_open_think(policy):
     hook = ForceAt(0, at=None)
     engine = HFEngine(policy, max_prompt_tokens=5)
     gen = engine.generate([text, build_chat_prompt(tok, "go")], SamplingParams(max_new_tokens=2),
-                          hook_factory=lambda: hook, generator=torch.Generator().manual_seed(0))
+                          hook_factory=lambda: hook, streams=seeded_streams(0, 2))
     assert gen.prompt_ids[0] == tok.encode(text, add_special_tokens=False)[-5:]
     assert hook.began[1].tolist() == [True, False]
 

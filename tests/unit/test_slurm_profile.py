@@ -13,18 +13,39 @@ from t2po_cli.jobs import slurm
 
 def test_shipped_profiles_load() -> None:
     names = slurm.list_profiles()
-    assert names == ["gpu-a100", "local-ci"]
+    assert names == ["gpu-a100", "local-ci", "local-ci-2ranks"]
     ci = slurm.load_profile("local-ci")
-    assert ci.partition == "debug" and ci.gpus == 0 and ci.mem_gb <= 4 and ci.array_parallelism >= 6
+    assert ci.partition == "debug" and ci.gpus_per_node == 0 and ci.mem_gb <= 4 and ci.array_parallelism >= 6
+    assert ci.world_size == 1
     gpu = slurm.load_profile("gpu-a100")
-    assert gpu.gpus == 1 and isinstance(gpu.setup, tuple)
+    assert gpu.gpus_per_node == 1 and isinstance(gpu.setup, tuple)
+    two = slurm.load_profile("local-ci-2ranks")
+    assert (two.nodes, two.tasks_per_node, two.world_size) == (1, 2, 2)
+
+
+def test_old_gpus_key_is_read_as_gpus_per_node_with_one_warning(capsys: pytest.CaptureFixture[str]) -> None:
+    from t2po_cli.config import legacy
+
+    legacy._warned.discard("slurm profile key gpus")
+    a = slurm.parse_profile("x", {"gpus": 2}, "slurm/x.yaml")
+    b = slurm.parse_profile("y", {"gpus": 4}, "slurm/y.yaml")
+    assert (a.gpus_per_node, b.gpus_per_node) == (2, 4)
+    assert capsys.readouterr().err.count("gpus_per_node") == 1
+    with pytest.raises(UserError, match=r"keep only gpus_per_node"):
+        slurm.parse_profile("z", {"gpus": 1, "gpus_per_node": 1}, "slurm/z.yaml")
+
+
+def test_multi_task_profile_sets_ranks_in_sbatch() -> None:
+    params = slurm.executor_parameters(slurm.load_profile("local-ci-2ranks"), "job", [])
+    assert (params["nodes"], params["tasks_per_node"]) == (1, 2)
 
 
 @pytest.mark.parametrize(
     ("data", "needle"),
     [
         ({"partiton": "debug"}, "unknown key 'partiton'"),
-        ({"gpus": "one"}, "gpus='one' must be int"),
+        ({"gpus_per_node": "one"}, "gpus_per_node='one' must be int"),
+        ({"tasks_per_node": 0}, "tasks_per_node=0 must be >= 1"),
         ({"cpus_per_task": True}, "must be int"),
         ({"timeout_min": 0}, "timeout_min=0 must be >= 1"),
         ({"setup": [1]}, "setup must be a list of shell lines"),

@@ -10,6 +10,7 @@ import torch
 
 from t2po_cli.config.schema import LoraConfig, ModelConfig
 from t2po_cli.rollout.engine import HFEngine, build_chat_prompt
+from t2po_cli.rollout.streams import seeded_streams
 from t2po_cli.rollout.types import SamplingParams
 from t2po_cli.trainer import offline_models
 from t2po_cli.trainer.models import load_policy
@@ -34,7 +35,7 @@ def test_conversion_and_greedy_continuation():
     raw = policy.tokenizer.encode("The capital of France is", add_special_tokens=False)
     chat = build_chat_prompt(policy.tokenizer, "What is the capital of France?")
     gen = engine.generate([raw, chat], SamplingParams(max_new_tokens=8, temperature=0),
-                          generator=torch.Generator().manual_seed(0))
+                          streams=seeded_streams(0, 2))
     assert gen.texts[0].lstrip().startswith("Paris"), gen.texts[0]
     assert "Paris" in gen.texts[1], gen.texts[1]
 

@@ -8,6 +8,7 @@ import torch
 from t2po_cli.envs.base import Projection, Task
 from t2po_cli.hooks.tds import DynamicalSampler, delta_stats
 from t2po_cli.rollout.collector import collect
+from t2po_cli.rollout.streams import seeded_streams
 from t2po_cli.rollout.types import Generation, SamplingParams
 from t2po_cli.tracking import keys
 
@@ -125,7 +126,7 @@ def test_env_is_stepped_exactly_once_per_turn() -> None:
         messages.append(message)
         return [len(messages) - 1]
 
-    def generate(prompts: list[list[int]], params, hook_factory, admissible) -> Generation:
+    def generate(prompts: list[list[int]], params, hook_factory, admissible, streams) -> Generation:
         call = sum(e[0] == "gen" for e in events)
         texts = [f"call{call}-{messages[p[0]].split()[1]}" for p in prompts]
         events.append(("gen", [messages[p[0]] for p in prompts], texts))
@@ -140,7 +141,7 @@ def test_env_is_stepped_exactly_once_per_turn() -> None:
     tasks = [Task(env="fake", split="train", index=i, seed=i, instruction="x") for i in range(2)]
     ro = collect(family=Family(), make_env=Env, tasks=tasks, group_size=1, encode_prompt=encode,
                  generate=generate, params=SamplingParams(max_new_tokens=2), max_turns=3, history_length=0,
-                 turn_hook=DynamicalSampler(eta=0.3, max_resamples=2))
+                 turn_hook=DynamicalSampler(eta=0.3, max_resamples=2), streams=seeded_streams(0, 2))
 
     steps = [e for e in events if e[0] == "step"]
     assert [e[1] for e in steps] == [0, 1] * 3  # each env once per turn, in env order

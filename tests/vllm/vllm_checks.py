@@ -50,6 +50,7 @@ def main(cache: str) -> None:
     os.environ["T2PO_CACHE"] = cache
     from t2po_cli.config.schema import LoraConfig, ModelConfig
     from t2po_cli.rollout.engine import HFEngine, build_chat_prompt
+    from t2po_cli.rollout.streams import seeded_streams
     from t2po_cli.rollout.types import SamplingParams
     from t2po_cli.rollout.vllm_engine import VLLMEngine
     from t2po_cli.trainer.models import load_policy
@@ -73,8 +74,8 @@ def main(cache: str) -> None:
                ("find the capital of france", "buy a red shirt under 20 dollars", "where is the apple", "go")]
     out: dict[str, object] = {}
     greedy = SamplingParams(max_new_tokens=12, temperature=0)
-    a = hf.generate(prompts, greedy, generator=torch.Generator().manual_seed(0))
-    b = vl.generate(prompts, greedy, generator=torch.Generator().manual_seed(0))
+    a = hf.generate(prompts, greedy, streams=seeded_streams(0, len(prompts)))
+    b = vl.generate(prompts, greedy, streams=seeded_streams(0, len(prompts)))
     out["greedy_tokens_equal"] = [r.tolist() for r in a.response_ids] == [r.tolist() for r in b.response_ids]
     out["logps_close"] = close(a.logps, b.logps)
     out["entropies_close"] = close(a.entropies, b.entropies)
@@ -82,8 +83,8 @@ def main(cache: str) -> None:
     out["texts_equal"] = a.texts == b.texts
 
     close_id = policy.think_ids[1]
-    fa = hf.generate(prompts, greedy, hook_factory=lambda: ForceAt(close_id, 3), generator=torch.Generator())
-    fb = vl.generate(prompts, greedy, hook_factory=lambda: ForceAt(close_id, 3), generator=torch.Generator())
+    fa = hf.generate(prompts, greedy, hook_factory=lambda: ForceAt(close_id, 3), streams=seeded_streams(0, 4))
+    fb = vl.generate(prompts, greedy, hook_factory=lambda: ForceAt(close_id, 3), streams=seeded_streams(0, 4))
     out["forced_at_3"] = all(r[3].item() == close_id for r in fb.response_ids)
     out["forced_mask"] = all(m.tolist() == [i == 3 for i in range(len(m))] for m in fb.forced_mask)
     out["forced_natural_logp"] = close(fa.logps, fb.logps) and all(lp[3].item() < -1e-3 for lp in fb.logps)
@@ -91,16 +92,16 @@ def main(cache: str) -> None:
     out["hook_reports"] = len(fb.hook_reports) == 4 and fb.hook_reports[0]["steps"] >= 4
 
     sample = SamplingParams(max_new_tokens=12, temperature=1.0, top_p=0.95)
-    s1 = vl.generate(prompts, sample, generator=torch.Generator().manual_seed(7))
-    s2 = vl.generate(prompts, sample, hook_factory=lambda: ForceAt(0, None), generator=torch.Generator().manual_seed(7))
-    s3 = vl.generate(prompts, sample, generator=torch.Generator().manual_seed(8))
+    s1 = vl.generate(prompts, sample, streams=seeded_streams(7, len(prompts)))
+    s2 = vl.generate(prompts, sample, hook_factory=lambda: ForceAt(0, None), streams=seeded_streams(7, 4))
+    s3 = vl.generate(prompts, sample, streams=seeded_streams(8, len(prompts)))
     ids = lambda g: [r.tolist() for r in g.response_ids]  # noqa: E731
     out["idle_hook_identical"] = ids(s1) == ids(s2)
     out["seed_changes_samples"] = ids(s1) != ids(s3)
 
     stop_text = policy.tokenizer.decode(a.response_ids[0][2:5].tolist(), skip_special_tokens=False)
     st = vl.generate(prompts[:1], SamplingParams(max_new_tokens=12, temperature=0, stop_strings=(stop_text,)),
-                     generator=torch.Generator())
+                     streams=seeded_streams(0, 1))
     out["stop_string"] = st.finish_reasons == ["stop"] and stop_text in st.texts[0]
 
     # Admissible-action decoding: prompts whose generation prefix already opened <action>; every constrained
@@ -110,14 +111,14 @@ def main(cache: str) -> None:
     acting = [list(p) + opener for p in prompts]
     lists = [actions, actions, actions, None]
     wide = SamplingParams(max_new_tokens=24, temperature=0)
-    ca = hf.generate(acting, wide, generator=torch.Generator(), admissible=lists)
-    cb = vl.generate(acting, wide, generator=torch.Generator(), admissible=lists)
+    ca = hf.generate(acting, wide, streams=seeded_streams(0, len(acting)), admissible=lists)
+    cb = vl.generate(acting, wide, streams=seeded_streams(0, len(acting)), admissible=lists)
     spelled = lambda t: any(t.startswith(x + "</action>") for x in actions)  # noqa: E731
     out["constrained_admissible"] = all(spelled(t) for t in cb.texts[:3])
     out["constrained_tokens_equal_hf"] = ids(ca) == ids(cb)
     out["constrained_logps_unmasked"] = close(ca.logps, cb.logps)
     cs = vl.generate(acting[:3] * 4, SamplingParams(max_new_tokens=24, temperature=2.0),
-                     generator=torch.Generator().manual_seed(5), admissible=[actions] * 12)
+                     streams=seeded_streams(5, 12), admissible=[actions] * 12)
     out["constrained_sampled"] = (all(spelled(t) for t in cs.texts)
                                   and len({t.split("</action>")[0] for t in cs.texts}) >= 2)
 
@@ -125,8 +126,8 @@ def main(cache: str) -> None:
         for n, p in policy.model.named_parameters():
             if "lora_B" in n:
                 p.normal_(0.0, 0.5, generator=gen)
-    la = hf.generate(prompts, greedy, generator=torch.Generator())
-    lb = vl.generate(prompts, greedy, generator=torch.Generator())
+    la = hf.generate(prompts, greedy, streams=seeded_streams(0, len(prompts)))
+    lb = vl.generate(prompts, greedy, streams=seeded_streams(0, len(prompts)))
     out["lora_changes_output"] = ids(la) != ids(a)
     # Synced = vLLM now follows the new adapters: its output moved away from its own pre-update output and the
     # first-token log-probs match HF's. Later tokens are not compared: with a large random LoRA delta the

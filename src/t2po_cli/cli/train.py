@@ -22,6 +22,7 @@ def flag_overrides(
     launcher: str | None = None,
     profile: str | None = None,
     tracking_uri: str | None = None,
+    nproc: int | None = None,
 ) -> list[str]:
     """Translate the convenience flags into Hydra overrides (flags first, KEY=VALUE after them)."""
     out: list[str] = []
@@ -45,6 +46,8 @@ def flag_overrides(
         out.append(f"launcher.profile={profile}")
     if tracking_uri:
         out.append(f"tracking.tracking_uri={tracking_uri}")
+    if nproc is not None:
+        out.append(f"launcher.nproc={nproc}")
     return out
 
 
@@ -61,23 +64,27 @@ def train_cmd(
     launcher: str = typer.Option(None, "--launcher", help="local (default) or slurm."),
     profile: str = typer.Option(None, "--profile", help="Slurm profile from slurm/NAME.yaml."),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: sqlite under runs/)."),
+    nproc: int = typer.Option(None, "--nproc", help="Ranks on this machine (torchrun), e.g. --nproc 2 "
+                              "trainer.distributed.strategy=ddp; with --resume: the new number of ranks."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and run folder; create nothing."),
     json_out: bool = typer.Option(False, "--json", help="Print the result (run folder, metrics) as JSON on stdout."),
 ) -> None:
     """Train a policy: compose recipes, create a run folder, run it with the T2PO hooks, track it.
 
     Example: t2po train --env webshop            (then: t2po report runs/webshop)
+
+    Example: t2po train --env webshop --nproc 2 trainer.distributed.strategy=ddp
     """
     from t2po_cli.jobs.launch import launch_train, resume_train
 
     if resume is not None:
         if overrides or any(v is not None for v in (env, algo, model, t2po, recipe, seed, run_dir)):
             raise UserError("--resume takes no other recipe flags or overrides; the run folder fixes its config")
-        resume_train(resume, json_out=json_out)
+        resume_train(resume, json_out=json_out, nproc=nproc)
         return
     ovs = flag_overrides(
         env=env, algo=algo, model=model, t2po=t2po, recipe=recipe, seed=seed,
-        launcher=launcher, profile=profile, tracking_uri=tracking_uri,
+        launcher=launcher, profile=profile, tracking_uri=tracking_uri, nproc=nproc,
     ) + list(overrides or [])
     launch_train(ovs, run_dir=run_dir, dry_run=dry_run, json_out=json_out)
 

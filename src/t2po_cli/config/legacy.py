@@ -7,6 +7,7 @@ runs and old habits on the command line keep working after a rename (CHANGELOG.m
 * Estimator settings moved into the estimator's own section (``algo.<name>.<key>``): a key the old flat
   ``algo`` section shared between estimators goes to every estimator that has it, which is what it meant.
 * The top-level ``a2tgpo`` section moved to ``algo.a2tgpo``.
+* Slurm profile key ``gpus`` → ``gpus_per_node`` (profiles gained ``nodes`` and ``tasks_per_node``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ MOVED_INTO_ESTIMATORS = {
 """Old ``algo.<key>`` → the estimators whose section ``algo.<name>.<key>`` now holds it."""
 MOVED_SECTIONS = {"a2tgpo": "algo.a2tgpo"}
 """Old top-level section → new dotted section."""
+
+PROFILE_RENAMED = {"gpus": "gpus_per_node"}
+"""Old Slurm profile key → new key (``slurm/NAME.yaml``)."""
 
 _warned: set[str] = set()
 
@@ -58,6 +62,24 @@ def new_keys(key: str) -> list[str]:
         _warn_once(bare, new)
         return [plus + new]
     return [key]
+
+
+def rename_profile_keys(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """A Slurm profile mapping with old keys renamed (warns once per key); both names at once is an error.
+
+    Raises:
+        ConfigError: the profile sets an old key and its new name.
+    """
+    from t2po_cli.errors import ConfigError
+
+    out = dict(data)
+    for old, new in PROFILE_RENAMED.items():
+        if old in out:
+            if new in out:
+                raise ConfigError(f"{source}: both {old} and {new} are set; keep only {new}")
+            _warn_once(f"slurm profile key {old}", new)
+            out[new] = out.pop(old)
+    return out
 
 
 def rewrite_overrides(overrides: list[str] | tuple[str, ...]) -> list[str]:

@@ -21,6 +21,7 @@ MODEL_KINDS = ("tiny", "smollm2", "hf")
 DTYPES = ("float32", "bfloat16", "auto")
 ENGINES = ("hf", "vllm")
 LAUNCHERS = ("local", "slurm")
+STRATEGIES = ("none", "ddp", "fsdp")
 
 
 @dataclass
@@ -112,6 +113,18 @@ class SamplingConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """Training across ranks with torch.distributed (``t2po train --nproc N``, or Slurm tasks)."""
+
+    strategy: str = "none"
+    """``none`` (one process), ``ddp`` (DistributedDataParallel) or ``fsdp`` (FSDP2 ``fully_shard`` per
+    decoder layer). ddp/fsdp split each step's tasks across ranks and checkpoint with
+    ``torch.distributed.checkpoint`` (a run may resume with another number of ranks)."""
+    timeout_s: float = 300.0
+    """Seconds a collective may wait for the other ranks before the job fails (a hung or dead rank)."""
+
+
+@dataclass
 class TrainerConfig:
     """The RL loop."""
 
@@ -171,6 +184,8 @@ class TrainerConfig:
     """Skip (and count) a step whose loss or gradient is non-finite."""
     warmstart: WarmstartConfig = field(default_factory=WarmstartConfig)
     """Supervised warm start before RL."""
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    """Ranks, strategy and collective timeout."""
 
 
 @dataclass
@@ -224,6 +239,9 @@ class LauncherConfig:
     """Slurm profile name under ``slurm/``."""
     max_parallel: int = 1
     """Local sweeps: concurrent worker processes."""
+    nproc: int = 1
+    """Local launcher: ranks of this run on this machine (torchrun; ``t2po train --nproc N``), one CPU thread
+    each; > 1 needs ``trainer.distributed.strategy``. On Slurm the profile's nodes × tasks_per_node decide."""
 
 
 @dataclass

@@ -66,6 +66,8 @@ def validate_config(cfg: s.RunConfig) -> None:
     _choice(cfg.model.dtype, s.DTYPES, "model.dtype")
     _choice(cfg.trainer.engine, s.ENGINES, "trainer.engine")
     _choice(cfg.launcher.name, s.LAUNCHERS, "launcher.name")
+    _choice(cfg.trainer.distributed.strategy, s.STRATEGIES, "trainer.distributed.strategy")
+    _positive(cfg.trainer.distributed.timeout_s, "trainer.distributed.timeout_s")
     cfg.t2po.validate("t2po")
 
     t = cfg.trainer
@@ -141,5 +143,36 @@ def validate_config(cfg: s.RunConfig) -> None:
         raise ConfigError("trainer.engine=vllm needs a real checkpoint; use model=smollm2-135m or a GPU model recipe")
     if cfg.launcher.name == "slurm" and not cfg.launcher.profile:
         raise ConfigError("launcher=slurm needs a profile; add --profile NAME (see slurm/*.yaml)")
+    if cfg.trainer.distributed.strategy == "fsdp" and (cfg.model.value_head or estimator.needs_values):
+        raise ConfigError(
+            f"trainer.distributed.strategy=fsdp does not shard a value head (algo={cfg.algo.name}); "
+            "use trainer.distributed.strategy=ddp"
+        )
+    if cfg.launcher.name == "local":
+        validate_world(cfg, cfg.launcher.nproc)
+    elif cfg.launcher.nproc != 1:
+        raise ConfigError("launcher.nproc applies to the local launcher; on Slurm set nodes and tasks_per_node "
+                          "in the profile")
     if cfg.model.kind == "hf" and not cfg.model.path:
         raise ConfigError("model.kind=hf needs model.path (a local folder or a cached hub id)")
+
+
+def validate_world(cfg: s.RunConfig, nproc: int) -> None:
+    """Checks for a run of ``nproc`` ranks (``t2po train --nproc N`` or a multi-task Slurm profile).
+
+    Raises:
+        ConfigError: several ranks without a strategy, or fewer tasks than ranks (every rank plays whole
+            task groups, so each needs at least one task per step and, when validating, one validation task).
+    """
+    t = cfg.trainer
+    if nproc < 1:
+        raise ConfigError(f"--nproc {nproc} must be >= 1")
+    if nproc > 1 and t.distributed.strategy == "none":
+        raise ConfigError(f"--nproc {nproc} needs trainer.distributed.strategy=ddp (or fsdp)")
+    if t.tasks_per_step < nproc:
+        raise ConfigError(
+            f"trainer.tasks_per_step={t.tasks_per_step} < {nproc} ranks: each rank plays whole task groups; "
+            f"set trainer.tasks_per_step={nproc} or more"
+        )
+    if t.val_every and min(t.val_tasks, cfg.env.num_val_tasks) < nproc:
+        raise ConfigError(f"trainer.val_tasks={t.val_tasks} < {nproc} ranks; set trainer.val_tasks={nproc} or more")

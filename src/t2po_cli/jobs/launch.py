@@ -32,6 +32,11 @@ def launch_train(
 
     composed = compose_config(overrides)
     cfg = composed.config
+    if cfg.launcher.name == "slurm":
+        from t2po_cli.config.validate import validate_world
+        from t2po_cli.jobs.slurm import load_profile
+
+        validate_world(cfg, load_profile(str(cfg.launcher.profile)).world_size)  # one Slurm task per rank
     target = planned_run_path(composed, run_dir)
     if dry_run:
         sys.stdout.write(composed.yaml)
@@ -39,6 +44,8 @@ def launch_train(
             from t2po_cli.jobs.slurm import describe_submission
 
             err.print(describe_submission(cfg))
+        else:
+            err.print(describe_layout(cfg.launcher.nproc, cfg.trainer.distributed.strategy))
         err.print(f"[dim]dry run:[/dim] would create run folder [bold]{target}[/bold]")
         return None
     from t2po_cli.capture import capture_third_party
@@ -79,19 +86,37 @@ def _run_or_submit(folder: RunFolder, cfg: RunConfig, json_out: bool) -> Path:
             sys.stdout.write(f"{job_id}\n")
         hint(f"t2po report {folder.path}   (after the job finishes; squeue -j {job_id})")
         return folder.path
-    from t2po_cli.jobs.entry import run_job
-
-    summary = run_job(str(folder.path))
+    summary = _run_local(folder.path, cfg.launcher.nproc)
     if json_out:
         emit_json({"run_dir": str(folder.path), **summary})
     hint(f"t2po report {folder.path}   or   t2po eval --run {folder.path}")
     return folder.path
 
 
-def resume_train(run_dir: Path, *, json_out: bool = False) -> None:
-    """Continue a stopped run from its last checkpoint, in-process."""
+def _run_local(run: Path, nproc: int) -> dict:
+    """Train in this process (one rank), or start ``nproc`` ranks through torchrun."""
+    from t2po_cli.jobs.entry import run_job, run_ranks
+
+    return run_ranks(str(run), nproc) if nproc > 1 else run_job(str(run))
+
+
+def describe_layout(nproc: int, strategy: str) -> str:
+    """The world layout ``--dry-run`` prints for the local launcher."""
+    if strategy == "none":
+        return "world: 1 process (trainer.distributed.strategy=none)"
+    ranks = ", ".join(f"rank {r} (local {r})" for r in range(nproc))
+    return (f"world: {nproc} rank{'s' if nproc > 1 else ''} on this machine (torchrun), strategy {strategy}, "
+            f"backend gloo on CPU / nccl on CUDA, 1 CPU thread per rank: {ranks}")
+
+
+def resume_train(run_dir: Path, *, json_out: bool = False, nproc: int | None = None) -> None:
+    """Continue a stopped run from its last checkpoint, with ``nproc`` ranks (default: as it was launched).
+
+    A ddp/fsdp run may resume with another number of ranks (its checkpoints are sharded with
+    ``torch.distributed.checkpoint``); the run's config is not changed.
+    """
+    from t2po_cli.config.validate import validate_world
     from t2po_cli.console import emit_json, hint
-    from t2po_cli.jobs.entry import run_job
 
     folder = RunFolder.open(run_dir)
     state = folder.read_status().get("state")
@@ -101,13 +126,15 @@ def resume_train(run_dir: Path, *, json_out: bool = False) -> None:
     # prints "resumed from checkpoint step N" once the checkpoint has loaded.
     from t2po_cli.config.compose import load_run_config
 
-    load_run_config(folder.config_path)
+    cfg = load_run_config(folder.config_path)
+    ranks = cfg.launcher.nproc if nproc is None else nproc
+    validate_world(cfg, ranks)
     from t2po_cli.trainer import checkpoint as ckpt
 
     found = ckpt.list_checkpoints(folder.checkpoints)
     if found:
         ckpt.read_checkpoint(found[-1])
-    summary = run_job(str(folder.path))
+    summary = _run_local(folder.path, ranks)
     if json_out:
         emit_json({"run_dir": str(folder.path), **summary})
     hint(f"t2po report {folder.path}")

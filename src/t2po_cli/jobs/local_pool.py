@@ -153,9 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         sys.stderr.write("usage: python -m t2po_cli.jobs.local_pool RUN_DIR\n")
         return 2
-    from t2po_cli.jobs.entry import run_job
+    from t2po_cli.config.compose import load_run_config
+    from t2po_cli.jobs.entry import run_job, run_ranks
+    from t2po_cli.run_folder import RunFolder
 
-    summary = run_job(args[0])
+    # A multi-rank sweep point (launcher.nproc > 1) starts its ranks through torchrun from this worker.
+    nproc = load_run_config(RunFolder.open(args[0]).config_path).launcher.nproc
+    summary = run_ranks(args[0], nproc) if nproc > 1 else run_job(args[0])
     sys.stdout.write(f"t2po worker finished: {summary}\n")
     return 0
 

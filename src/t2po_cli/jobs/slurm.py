@@ -34,6 +34,11 @@ SUBMIT_RECORD = "slurm_job.json"
 class SlurmProfile:
     """One cluster's sbatch settings. Unknown keys in the YAML file are errors."""
 
+    @property
+    def world_size(self) -> int:
+        """Ranks of one run: one Slurm task per rank."""
+        return self.nodes * self.tasks_per_node
+
     name: str
     """Profile name (the file stem)."""
     description: str = ""
@@ -44,8 +49,13 @@ class SlurmProfile:
     """``--account``; null = the user's default account."""
     qos: str | None = None
     """``--qos``; null = the default QOS."""
-    gpus: int = 0
-    """GPUs per job (``--gpus-per-node``); 0 requests none."""
+    nodes: int = 1
+    """Nodes per run (``--nodes``)."""
+    tasks_per_node: int = 1
+    """Tasks per node (``--ntasks-per-node``): one task per rank, so a run has nodes × tasks_per_node ranks
+    (> 1 needs ``trainer.distributed.strategy`` ddp or fsdp)."""
+    gpus_per_node: int = 0
+    """GPUs per node (``--gpus-per-node``); 0 requests none. Formerly ``gpus`` (still read, with a warning)."""
     cpus_per_task: int = 1
     """``--cpus-per-task``."""
     mem_gb: float = 4.0
@@ -63,7 +73,9 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "partition": (str, type(None)),
     "account": (str, type(None)),
     "qos": (str, type(None)),
-    "gpus": (int,),
+    "nodes": (int,),
+    "tasks_per_node": (int,),
+    "gpus_per_node": (int,),
     "cpus_per_task": (int,),
     "mem_gb": (int, float),
     "timeout_min": (int,),
@@ -96,6 +108,9 @@ def parse_profile(name: str, data: object, source: str) -> SlurmProfile:
         data = {}
     if not isinstance(data, dict):
         raise UserError(f"{source} must be a mapping of profile keys; see slurm/local-ci.yaml")
+    from t2po_cli.config.legacy import rename_profile_keys
+
+    data = rename_profile_keys(data, source)
     known = [f.name for f in fields(SlurmProfile) if f.name != "name"]
     for key, value in data.items():
         if key not in known:
@@ -109,11 +124,11 @@ def parse_profile(name: str, data: object, source: str) -> SlurmProfile:
     if not all(isinstance(line, str) for line in setup):
         raise UserError(f"{source}: setup must be a list of shell lines (strings)")
     prof = SlurmProfile(name=name, setup=tuple(setup), **values)
-    for key in ("cpus_per_task", "timeout_min", "array_parallelism"):
+    for key in ("cpus_per_task", "timeout_min", "array_parallelism", "nodes", "tasks_per_node"):
         if getattr(prof, key) < 1:
             raise UserError(f"{source}: {key}={getattr(prof, key)} must be >= 1")
-    if prof.gpus < 0 or prof.mem_gb <= 0:
-        raise UserError(f"{source}: gpus must be >= 0 and mem_gb > 0")
+    if prof.gpus_per_node < 0 or prof.mem_gb <= 0:
+        raise UserError(f"{source}: gpus_per_node must be >= 0 and mem_gb > 0")
     return prof
 
 
@@ -162,13 +177,13 @@ def executor_parameters(profile: SlurmProfile, job_name: str, setup: list[str]) 
         "timeout_min": profile.timeout_min,
         "mem_gb": profile.mem_gb,
         "cpus_per_task": profile.cpus_per_task,
-        "nodes": 1,
-        "tasks_per_node": 1,
+        "nodes": profile.nodes,
+        "tasks_per_node": profile.tasks_per_node,
         "slurm_array_parallelism": profile.array_parallelism,
         "slurm_setup": [*profile.setup, *setup],
     }
-    if profile.gpus:
-        params["gpus_per_node"] = profile.gpus
+    if profile.gpus_per_node:
+        params["gpus_per_node"] = profile.gpus_per_node
     for key in ("partition", "account", "qos"):
         value = getattr(profile, key)
         if value:
@@ -195,8 +210,8 @@ def describe_submission(cfg: RunConfig, *, array_size: int | None = None, logs: 
         "time": params["timeout_min"],
         "mem": _mem(profile.mem_gb),
         "cpus_per_task": profile.cpus_per_task,
-        "nodes": 1,
-        "ntasks_per_node": 1,
+        "nodes": profile.nodes,
+        "ntasks_per_node": profile.tasks_per_node,
         "gpus_per_node": params.get("gpus_per_node"),
         "partition": profile.partition,
         "account": profile.account,
@@ -208,7 +223,10 @@ def describe_submission(cfg: RunConfig, *, array_size: int | None = None, logs: 
     command = f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {logs}"
     script = _make_sbatch_string(command=command, folder=logs, **slurm_kw)
     head = f"# Slurm profile {profile.name}: {profile.description}".rstrip(": ")
-    return f"{head}\n{script}"
+    ranks = profile.nodes * profile.tasks_per_node
+    world = (f"# world: {ranks} rank{'s' if ranks > 1 else ''} ({profile.nodes} node(s) × {profile.tasks_per_node} "
+             f"task(s), one task per rank), strategy {cfg.trainer.distributed.strategy}")
+    return f"{head}\n{world}\n{script}"
 
 
 def _mem(mem_gb: float) -> str:

@@ -79,14 +79,20 @@ def plan_sweep(
         raise UserError(f"--launcher {launcher!r} is not one of local, slurm; e.g. --launcher local")
     if max_parallel < 1:
         raise UserError(f"--max-parallel {max_parallel} must be >= 1")
+    ranks = 1
     if launcher == "slurm":
         from t2po_cli.jobs.slurm import load_profile
 
         if not profile:
             raise UserError("--launcher slurm needs a profile; add --profile NAME (see slurm/*.yaml)")
-        load_profile(profile)
+        ranks = load_profile(profile).world_size
     extra = sweep_extra_overrides(spec, launcher, profile, max_parallel, tracking_uri)
     points = validate_sweep(spec, extra)
+    if ranks > 1:
+        from t2po_cli.config.validate import validate_world
+
+        for _, composed in points:  # multi-rank points: one Slurm task per rank
+            validate_world(composed.config, ranks)
     roots = {c.config.runs_root for _, c in points}
     if len(roots) != 1:
         raise UserError(f"sweep {spec.name}: points use different runs_root values ({sorted(roots)}); set one")

@@ -8,7 +8,7 @@ environments produce no rows. The copies of one task share task and seed (envs.m
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,9 +105,10 @@ class Rollout:
     hook_metrics: dict[str, float] = field(default_factory=dict)
 
 
-GenerateFn = Callable[[list[list[int]], SamplingParams, "TokenHookFactory | None", "list[ActionSpace | None] | None"],
-                      Generation]
-"""``(prompt_ids, params, token_hook_factory, admissible_or_None) → Generation``."""
+GenerateFn = Callable[[list[list[int]], SamplingParams, "TokenHookFactory | None", "list[ActionSpace | None] | None",
+                       list[torch.Generator]], Generation]
+"""``(prompt_ids, params, token_hook_factory, admissible_or_None, streams) → Generation``; ``streams[j]`` is the
+episode stream of row j (``rollout.streams``)."""
 
 
 def collect(
@@ -121,6 +122,7 @@ def collect(
     params: SamplingParams,
     max_turns: int,
     history_length: int,
+    streams: Sequence[torch.Generator],
     token_hook_factory: TokenHookFactory | None = None,
     turn_hook: TurnHook | None = None,
     constrained_actions: bool = False,
@@ -135,10 +137,13 @@ def collect(
         tasks: distinct tasks; environment ``i`` plays ``tasks[i // group_size]``.
         group_size: copies per task.
         encode_prompt: user message → prompt token ids (chat template + truncation).
-        generate: ``(prompt_ids, params, hook_factory) → Generation`` (the engine, with its RNG bound).
+        generate: ``(prompt_ids, params, hook_factory, admissible, streams) → Generation`` (the engine).
         params: sampling parameters.
         max_turns: turn limit.
         history_length: history entries in the prompt.
+        streams: one random stream per environment (``rollout.streams.episode_streams``); every generate
+            call, TDS regenerations included, gets the streams of the rows it generates, so an episode's
+            tokens come from its own stream whatever batch it is generated in.
         token_hook_factory: T2PO token hook factory or None (baseline).
         turn_hook: T2PO turn hook (TDS) or None (baseline; always None in validation).
         constrained_actions: pass each env's admissible list to ``generate`` so the engine keeps the action
@@ -152,6 +157,8 @@ def collect(
             metrics. Off (the default), only active environments are generated for.
     """
     n = len(tasks) * group_size
+    if len(streams) != n:
+        raise ValueError(f"collect got {len(streams)} streams for {n} episodes (one per episode)")
     envs = [make_env() for _ in range(n)]
     env_tasks = [tasks[i // group_size] for i in range(n)]
     obs: list[str] = []
@@ -186,14 +193,15 @@ def collect(
         ]
         admissible = [_action_space(infos[i], env_tasks[i], constrained_queries) for i in batch] \
             if constrained_actions else None
+        batch_streams = [streams[i] for i in batch]
         t0 = time.perf_counter()
-        gen = generate(prompts, params, token_hook_factory, admissible)
+        gen = generate(prompts, params, token_hook_factory, admissible, batch_streams)
         gen_s += time.perf_counter() - t0
         generated += gen.num_tokens()
         if turn_hook is not None:
             t1 = time.perf_counter()
             extra += _run_turn_hook(turn_hook, turn, batch, [done[i] for i in batch], prompts, gen, generate,
-                                    params, token_hook_factory, admissible)
+                                    params, token_hook_factory, admissible, batch_streams)
             tds_s += time.perf_counter() - t1
         t2 = time.perf_counter()
         for j, i in enumerate(batch):
@@ -244,14 +252,18 @@ def _run_turn_hook(
     generate: GenerateFn,
     params: SamplingParams,
     token_hook_factory: TokenHookFactory | None,
-    admissible: list[ActionSpace | None] | None = None,
+    admissible: list[ActionSpace | None] | None,
+    streams: list[torch.Generator],
 ) -> int:
-    """Let TDS resample rows of this turn in place (t2po.md §5.1). Returns the tokens of discarded samples."""
+    """Let TDS resample rows of this turn in place (t2po.md §5.1). Returns the tokens of discarded samples.
+
+    A regeneration continues the rows' own episode streams (``streams[j]`` for row j of the turn's batch)."""
     discarded = 0
 
     def regenerate(positions: list[int]) -> list[float | None]:
         sub = generate([prompts[p] for p in positions], params, token_hook_factory,
-                       None if admissible is None else [admissible[p] for p in positions])
+                       None if admissible is None else [admissible[p] for p in positions],
+                       [streams[p] for p in positions])
         gen.replace_rows(positions, sub)
         return [_score(sub, j) for j in range(len(positions))]
 

@@ -5,7 +5,8 @@ One ``generate`` call runs the hand-written decode loop of model.md's appendix:
     prefill (left-padded prompts, position_ids = cumsum(mask) − 1, logits_to_keep=1)
     per step:  raw logits z [B, V] → token_signal(z) (H_t, c_t, M_t, t2po.md §2)
                → force = hook.step(M_t, active)            (T2PO thinking intervention, t2po.md §3)
-               → sample from z / temperature with top-k/top-p (one draw per row, every row)
+               → sample from z / temperature with top-k/top-p (inverse CDF, one uniform per live row
+                 from the row's own stream)
                → overwrite forced rows → record id, log p(id | raw z), H_t, M_t, forced
                → hook.observe(chosen, active) → EOS / stop-string / length bookkeeping → next forward
 
@@ -14,9 +15,11 @@ Why a hand loop instead of ``model.generate``: it gives the sampled token's log-
 rollouts can reuse them as ``old_logps``; and forcing is one ``torch.where`` after sampling. It runs within
 ±5% of ``generate``; for the tiny model Python overhead per step dominates, so the loop stays vectorised.
 
-RNG discipline: every step draws for all B rows (finished and forced rows included) and overwrites
-afterwards, so the random stream does not depend on the hook. With no hook, or a hook that never forces, a
-seeded ``torch.Generator`` yields bit-identical tokens: that is what makes ``--t2po off`` equal the baseline.
+RNG discipline: every row owns its stream (``rollout.streams``: one generator per episode). At each step every
+live row (forced rows included) draws exactly one uniform from its stream and finished rows draw nothing, so
+a row's tokens depend neither on the hook nor on the other rows of the batch. With no hook, or a hook that
+never forces, the same streams yield bit-identical tokens: that is what makes ``--t2po off`` equal the
+baseline. Greedy decoding (temperature 0) draws nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 from t2po_cli.hooks.base import TokenHook, TokenHookFactory
 from t2po_cli.hooks.signal import token_signal
 from t2po_cli.rollout.constraint import ActionConstraint, ActionSpace
+from t2po_cli.rollout.streams import draw_uniforms
 from t2po_cli.rollout.types import Generation, SamplingParams
 
 FINISH_LENGTH, FINISH_EOS, FINISH_STOP = 0, 1, 2
@@ -81,16 +85,40 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
-def sample_tokens(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> torch.Tensor:
+def inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF sampling, batched: row i takes the first token whose cumulative mass exceeds ``u_i · total``.
+
+    Args:
+        probs: ``[B, V]`` non-negative weights (need not sum to 1; zero-weight tokens are never chosen).
+        uniforms: ``[B]`` draws in ``[0, 1)``.
+
+    Returns:
+        ``LongTensor[B]`` token ids.
+    """
+    cdf = probs.cumsum(dim=-1)
+    target = uniforms.to(cdf)[:, None] * cdf[:, -1:]
+    # right=True: the first index with cdf > target, so a flat stretch (zero weight) is never landed on.
+    ids = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    over = ids >= probs.shape[-1]  # u·total rounded up to total: take the last token with weight
+    if bool(over.any()):
+        last = probs.shape[-1] - 1 - (probs > 0).flip(-1).int().argmax(dim=-1)
+        ids = torch.where(over, last, ids)
+    return ids
+
+
+def sample_tokens(logits: torch.Tensor, params: SamplingParams, uniforms: torch.Tensor | None) -> torch.Tensor:
     """One token per row from raw logits ``[B, V]`` (float32) → ``LongTensor[B]``.
 
-    Temperature 0 is greedy (argmax, no random draw). Otherwise ``torch.multinomial`` draws one sample per row,
-    consuming the generator the same way whatever the row contents.
+    Temperature 0 is greedy (argmax; ``uniforms`` unused, None allowed). Otherwise the tempered, top-k/top-p
+    filtered distribution is sampled by inverse CDF with the row's uniform (``uniforms [B]``, one draw per row
+    from its episode's stream, ``rollout.streams.draw_uniforms``).
     """
     if params.temperature == 0:
         return logits.argmax(dim=-1)
+    if uniforms is None:
+        raise ValueError("sampling at temperature > 0 needs one uniform per row")
     z = filter_logits(logits / params.temperature, params.top_k, params.top_p)
-    return torch.multinomial(torch.softmax(z, dim=-1), 1, generator=generator).squeeze(-1)
+    return inverse_cdf(torch.softmax(z, dim=-1), uniforms.to(logits.device))
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,7 +198,7 @@ class HFEngine:
         params: SamplingParams,
         *,
         hook_factory: TokenHookFactory | None = None,
-        generator: torch.Generator,
+        streams: Sequence[torch.Generator],
         admissible: Sequence[ActionSpace | Sequence[str] | None] | None = None,
     ) -> Generation:
         """Generate one response per prompt.
@@ -179,7 +207,8 @@ class HFEngine:
             prompts: chat-formatted prompt strings or token-id lists (see ``build_chat_prompt``).
             params: decoding settings; ``logps`` are always under the raw distribution regardless.
             hook_factory: creates the call's token hook (T2PO TTI); None = no hook.
-            generator: seeded generator for sampling (on the policy's device).
+            streams: one seeded CPU generator per row, the row's episode stream (``rollout.streams``); each
+                live row draws one uniform per step from it (none at temperature 0).
             admissible: per row, the env's admissible actions (a list, or an ``ActionSpace`` that may also
                 restrict a search's words) to keep ``<action>…</action>`` on (see ``rollout.constraint``), or
                 None (per row or for all) to leave the action unconstrained.
@@ -190,6 +219,8 @@ class HFEngine:
         """
         prompt_ids = self.encode_prompts(prompts)
         batch = len(prompt_ids)
+        if len(streams) != batch:
+            raise ValueError(f"generate got {len(streams)} streams for {batch} prompts (one per row)")
         hook = hook_factory() if hook_factory is not None else None
         if hook is not None:
             hook.begin(batch, self.in_think_at_start(prompt_ids).to(self.policy.device))
@@ -199,7 +230,7 @@ class HFEngine:
         model.eval()
         try:
             with torch.no_grad():
-                steps, lengths, reasons = self._decode(prompt_ids, params, hook, generator, constraint)
+                steps, lengths, reasons = self._decode(prompt_ids, params, hook, streams, constraint)
         finally:
             model.train(was_training)
         reports = hook.end() if hook is not None else []
@@ -233,8 +264,8 @@ class HFEngine:
                                    for r, a in zip(prompt_ids, admissible, strict=True)])
         return c
 
-    def _decode(self, prompt_ids, params: SamplingParams, hook: TokenHook | None, generator: torch.Generator,
-                constraint: ActionConstraint | None = None):
+    def _decode(self, prompt_ids, params: SamplingParams, hook: TokenHook | None,
+                streams: Sequence[torch.Generator], constraint: ActionConstraint | None = None):
         """The decode loop; returns per-step ``[B]`` records, lengths ``[B]`` and finish codes ``[B]``."""
         from transformers import DynamicCache
 
@@ -260,7 +291,9 @@ class HFEngine:
             force = hook.step(signal.m, active) if hook is not None else None
             allowed = constraint.mask(active) if constraint is not None else None
             sample_from = logits if allowed is None else logits.masked_fill(~allowed.to(dev), float("-inf"))
-            chosen = sample_tokens(sample_from, params, generator)  # every row draws: RNG use is hook-independent
+            # One draw per live row (forced ones too): a row's stream use depends on neither hook nor batch.
+            u = draw_uniforms(streams, active.tolist()) if params.temperature > 0 else None
+            chosen = sample_tokens(sample_from, params, u)
             forced = no_force
             if force is not None:
                 forced = (force >= 0) & active

@@ -106,8 +106,9 @@ class GenerationEngine(Protocol):
         params: SamplingParams,
         *,
         hook_factory: TokenHookFactory | None = None,
-        generator: torch.Generator,
+        streams: Sequence[torch.Generator],
         admissible: Sequence[ActionSpace | Sequence[str] | None] | None = None,
     ) -> Generation:
-        """One response per prompt, with per-token log-probs, entropies, M_t and forced masks."""
+        """One response per prompt, with per-token log-probs, entropies, M_t and forced masks; row i samples
+        from its episode's stream ``streams[i]`` (``rollout.streams``)."""
         ...

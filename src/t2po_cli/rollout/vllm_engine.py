@@ -251,13 +251,14 @@ class VLLMEngine:
         params: SamplingParams,
         *,
         hook_factory: TokenHookFactory | None = None,
-        generator: torch.Generator,
+        streams: Sequence[torch.Generator],
         admissible: Sequence[Any] | None = None,
     ) -> Generation:
         """Same contract as ``HFEngine.generate``; see the module docstring for the differences in numerics.
 
         ``admissible`` (``trainer.constrained_actions``) masks the same tokens as in ``HFEngine``, inside the
-        logits processor.
+        logits processor. Each row's vLLM seed is one draw from its episode stream (``streams[i]``), so a row's
+        tokens do not depend on its batch either.
         """
         import vllm
 
@@ -266,7 +267,7 @@ class VLLMEngine:
         hook = hook_factory() if hook_factory is not None else None
         if hook is not None:
             hook.begin(batch, self._prompts.in_think_at_start(prompt_ids))
-        seeds = torch.randint(0, 2**31 - 1, (batch,), generator=generator).tolist()
+        seeds = [int(torch.randint(0, 2**31 - 1, (), generator=g)) for g in streams]
         call = f"t2po-{os.getpid()}-{next(_CALL_IDS)}"
         constraint = None
         if admissible is not None and any(a is not None for a in admissible):

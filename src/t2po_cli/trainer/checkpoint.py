@@ -100,6 +100,8 @@ def read_checkpoint(ckpt: CheckpointInfo) -> tuple[Any, Any, Any, dict[str, Any]
     Raises:
         RunFolderError: a file is missing or unreadable (corrupt checkpoint), with the fix.
     """
+    if (ckpt.path / "dcp").is_dir():
+        return _read_distributed(ckpt)
     try:
         weights = torch.load(ckpt.path / "trainable.pt", map_location="cpu", weights_only=True)
         opt_states = torch.load(ckpt.path / "optimizer.pt", map_location="cpu", weights_only=True)
@@ -111,6 +113,20 @@ def read_checkpoint(ckpt: CheckpointInfo) -> tuple[Any, Any, Any, dict[str, Any]
             "previous checkpoint"
         ) from None
     return weights, opt_states, rng, state
+
+
+def _read_distributed(ckpt: CheckpointInfo) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """A sharded checkpoint's metadata and state.json (the shards themselves load collectively)."""
+    try:
+        state = json.loads((ckpt.path / "state.json").read_text())
+        if not (ckpt.path / "dcp" / ".metadata").is_file():
+            raise FileNotFoundError("dcp/.metadata")
+    except (OSError, ValueError) as e:
+        raise RunFolderError(
+            f"checkpoint {ckpt.path} is corrupt ({type(e).__name__}); delete that folder to resume from the "
+            "previous checkpoint"
+        ) from None
+    return None, None, None, state
 
 
 def load_checkpoint(
@@ -143,3 +159,147 @@ def load_checkpoint(
     random.setstate(rng["python"])
     torch.set_rng_state(rng["torch"])
     return state
+
+
+# ------------------------------------------------------------------------------------------ distributed
+
+DCP_DIR = "dcp"
+"""Sub-folder of ``step_<N>/`` holding the ``torch.distributed.checkpoint`` shards (ddp/fsdp runs)."""
+
+
+def _dcp_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, value_head: torch.nn.Module | None
+               ) -> dict[str, Any]:
+    """The state DCP saves and loads in place: trainable weights, optimizer (keyed by parameter name, so
+    independent of the world size and of DDP's ``module.`` prefix) and the value head."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    from t2po_cli.trainer.distributed import trainable_names
+
+    msd, osd = get_state_dict(model, optimizer)
+    keep = set(trainable_names(model))
+    state: dict[str, Any] = {"model": {k: v for k, v in msd.items() if k in keep}, "optim": osd}
+    if value_head is not None:
+        state["value_head"] = value_head.state_dict()
+    return state
+
+
+def save_distributed(
+    root: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    value_head: torch.nn.Module | None,
+    *,
+    world: Any,
+    extra: dict[str, Any],
+) -> CheckpointInfo:
+    """Collectively save a sharded checkpoint for ``step`` (every rank calls this).
+
+    Layout: ``step_<N>/dcp/`` (``torch.distributed.checkpoint``: model, optimizer and value head, each rank
+    writing its shards), ``rng_rank<r>.pt`` per rank, ``state.json`` (step, data cursor, counters, world
+    size). Written into a temporary folder that rank 0 renames once every rank is done, as for one process.
+    """
+    import torch.distributed.checkpoint as dcp
+
+    from t2po_cli.trainer.distributed import barrier
+
+    final, tmp = root / f"step_{step}", root / f".step_{step}.tmp"
+    if world.is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    barrier(world)
+    dcp.save(_dcp_state(model, optimizer, value_head), checkpoint_id=str(tmp / DCP_DIR))
+    torch.save({"python": random.getstate(), "torch": torch.get_rng_state()}, tmp / f"rng_rank{world.rank}.pt")
+    barrier(world)
+    if world.is_main:
+        state = {"step": step, "world_size": world.world_size, "strategy": world.strategy, **extra}
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in list_checkpoints(root)[:-KEEP]:
+            shutil.rmtree(old.path, ignore_errors=True)
+    barrier(world)
+    return CheckpointInfo(final, step)
+
+
+def load_distributed(
+    ckpt: CheckpointInfo,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    value_head: torch.nn.Module | None,
+    rank: int,
+) -> dict[str, Any]:
+    """Collectively restore a sharded checkpoint in place, whatever world size wrote it. Returns state.json.
+
+    Each rank restores its own RNG state when the saving run had that rank; a rank the saving run did not
+    have keeps the state seeded from (seed, rank) (the rollouts draw from (seed, step) generators anyway).
+
+    Raises:
+        RunFolderError: a single-process checkpoint (the run's strategy changed), or a corrupt one.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    if not (ckpt.path / DCP_DIR).is_dir():
+        raise RunFolderError(
+            f"checkpoint {ckpt.path} was written by one process without trainer.distributed; resume it "
+            "without --nproc, or start a new run"
+        )
+    state = _dcp_state(model, optimizer, value_head)
+    try:
+        dcp.load(state, checkpoint_id=str(ckpt.path / DCP_DIR))
+        info = json.loads((ckpt.path / "state.json").read_text())
+    except (OSError, RuntimeError, ValueError, KeyError) as e:
+        raise RunFolderError(
+            f"checkpoint {ckpt.path} is corrupt ({type(e).__name__}); delete that folder to resume from the "
+            "previous checkpoint"
+        ) from None
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                   options=StateDictOptions(strict=False))
+    if value_head is not None:
+        value_head.load_state_dict(state["value_head"])
+    rng_path = ckpt.path / f"rng_rank{rank}.pt"
+    if rng_path.is_file():
+        rng = torch.load(rng_path, map_location="cpu", weights_only=False)
+        random.setstate(rng["python"])
+        torch.set_rng_state(rng["torch"])
+    return info
+
+
+def load_weights(ckpt: CheckpointInfo, modules: dict[str, torch.nn.Module]) -> None:
+    """Restore only the trained weights (evaluation) into plain modules, from either checkpoint format.
+
+    ``modules`` maps ``policy`` (and ``value_head``) to unwrapped modules; a sharded checkpoint is read by
+    ``torch.distributed.checkpoint`` without a process group.
+
+    Raises:
+        RunFolderError: a corrupt checkpoint.
+    """
+    if not (ckpt.path / DCP_DIR).is_dir():
+        load_checkpoint(ckpt, modules=modules, optimizers={})
+        return
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    policy = modules["policy"]
+    state: dict[str, Any] = {"model": {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}}
+    if "value_head" in modules:
+        state["value_head"] = modules["value_head"].state_dict()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "no process group": reading in one process is what we want
+            dcp.load(state, checkpoint_id=str(ckpt.path / DCP_DIR))
+    except (OSError, RuntimeError, ValueError, KeyError) as e:
+        raise RunFolderError(
+            f"checkpoint {ckpt.path} is corrupt ({type(e).__name__}); delete that folder to evaluate the "
+            "previous checkpoint"
+        ) from None
+    params = dict(policy.named_parameters())
+    with torch.no_grad():
+        for n, t in state["model"].items():
+            params[n].copy_(t)
+    if "value_head" in modules:
+        modules["value_head"].load_state_dict(state["value_head"])

@@ -52,14 +52,14 @@ def evaluate_run(run_dir: str | Path, episodes: int, tti: bool | None = None,
     from t2po_cli.trainer import checkpoint as ckpt
     from t2po_cli.trainer.loop import build_session
 
-    s = build_session(run_dir, tti=tti, progress=progress)
+    s = build_session(run_dir, tti=tti, progress=progress, distributed=False)
     found = ckpt.list_checkpoints(s.folder.checkpoints)
     step = 0
     if found:
         modules = {"policy": s.policy.model}
         if s.policy.value_head is not None:
             modules["value_head"] = s.policy.value_head
-        ckpt.load_checkpoint(found[-1], modules=modules, optimizers={})
+        ckpt.load_weights(found[-1], modules)
         step = found[-1].step
     out = evaluate_session(s, episodes, step)
     return {"checkpoint_step": step, "tti": s.cfg.t2po.tti.enabled, **out}
@@ -79,5 +79,5 @@ def evaluate_recipe(cfg: RunConfig, episodes: int, scratch: Path, progress: Prog
         resolved_yaml=yaml.safe_dump(config_to_dict(replace(cfg, tracking=replace(cfg.tracking, mlflow=False)))),
         overrides=(), pin=False,
     )
-    s = build_session(folder.path, progress=progress)
+    s = build_session(folder.path, progress=progress, distributed=False)
     return evaluate_session(s, episodes)

@@ -8,9 +8,13 @@
         update   = policy_update(...)             PPO-clip (+ dual clip / adaptive turn clip), KL, entropy
         metrics → metrics.jsonl (+ MLflow);  validate every N;  checkpoint every M
 
+Across ranks (``trainer.distributed.strategy`` ddp|fsdp, ``trainer/distributed.py``) every rank runs this
+same loop on its share of the step's tasks; metrics are reduced over ranks and only rank 0 writes them.
+
 Step numbering: step s is the state after s updates. Validation rows at step 0 measure the warm-start
-policy. The rollout RNG of step s is seeded from (seed, s), so a resumed run draws exactly the numbers an
-uninterrupted run would have drawn.
+policy. Every episode of step s samples from its own stream seeded from (seed, s, phase, global episode index)
+(``rollout.streams``), so a resumed run draws exactly the numbers an uninterrupted run would have drawn, and an
+episode's tokens do not depend on the other episodes of its batch.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +43,7 @@ from t2po_cli.run_folder import RunFolder
 from t2po_cli.tracking import keys as K
 from t2po_cli.tracking.jsonl import MetricsWriter, read_metrics
 from t2po_cli.trainer import checkpoint as ckpt
+from t2po_cli.trainer import distributed as D
 from t2po_cli.trainer.advantage_step import compute_step_advantages
 from t2po_cli.trainer.rollout_metrics import rollout_metrics
 from t2po_cli.trainer.update import UpdateContext, policy_update
@@ -69,18 +75,14 @@ class Session:
     writer: MetricsWriter
     sink: MlflowSink | None
     progress: Progress = field(default_factory=NullProgress)
+    world: D.World = D.SINGLE
+    """The ranks; ``policy`` is what the engine generates with (under FSDP an unsharded replica of
+    ``ctx.model``, refreshed after every update)."""
 
 
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _step_generator(seed: int, step: int, phase: str) -> torch.Generator:
-    """A generator seeded from (seed, step, phase): reproducible across resume, fresh for every step."""
-    g = torch.Generator()
-    g.manual_seed((seed * 1_000_003 + step * 7919 + (0 if phase == "train" else 104_729)) % (2**63 - 1))
-    return g
 
 
 def train_tasks(cfg: RunConfig, family: EnvFamily, step: int) -> list[Task]:
@@ -105,12 +107,20 @@ def _sampling(cfg: RunConfig, family: EnvFamily, phase: str) -> SamplingParams:
     )
 
 
-def run_rollout(s: Session, phase: str, step: int, tasks: list[Task], group_size: int) -> Rollout:
-    """One rollout of ``tasks × group_size`` episodes with the phase's hooks and a (seed, step) RNG."""
+def run_rollout(s: Session, phase: str, step: int, tasks: list[Task], group_size: int,
+                episode_ids: Sequence[int] | None = None) -> Rollout:
+    """One rollout of ``tasks × group_size`` episodes with the phase's hooks and per-episode streams.
+
+    ``episode_ids`` are the global episode indices (task position in the step's task list × group size + copy
+    index) of the episodes collected here; None = ``0 .. len(tasks)·group_size − 1`` (all of the step's tasks).
+    A rank that collects a slice of the tasks passes its slice's ids, so it draws what a single process would.
+    """
     from t2po_cli.rollout.engine import build_chat_prompt
+    from t2po_cli.rollout.streams import episode_streams
 
     cfg = s.cfg
-    gen = _step_generator(cfg.trainer.seed, step, phase)
+    ids = range(len(tasks) * group_size) if episode_ids is None else episode_ids
+    streams = episode_streams(cfg.trainer.seed, step, phase, ids)
     token_hooks, turn_hook = s.train_hooks if phase == "train" else s.val_hooks
     max_prompt = cfg.trainer.max_prompt_tokens
 
@@ -118,13 +128,14 @@ def run_rollout(s: Session, phase: str, step: int, tasks: list[Task], group_size
         return build_chat_prompt(s.policy.tokenizer, msg)[-max_prompt:]
 
     def generate(prompts: list[list[int]], params: SamplingParams, hook_factory: TokenHookFactory | None,
-                 admissible: Any = None):
-        return s.engine.generate(prompts, params, hook_factory=hook_factory, generator=gen, admissible=admissible)
+                 admissible: Any, row_streams: list[torch.Generator]):
+        return s.engine.generate(prompts, params, hook_factory=hook_factory, streams=row_streams,
+                                 admissible=admissible)
 
     return collect(
         family=s.family, make_env=lambda: s.family.make_env(cfg.env), tasks=tasks, group_size=group_size,
         encode_prompt=encode, generate=generate, params=_sampling(cfg, s.family, phase),
-        max_turns=s.family.turn_limit(cfg.env), history_length=cfg.env.history_length,
+        max_turns=s.family.turn_limit(cfg.env), history_length=cfg.env.history_length, streams=streams,
         token_hook_factory=token_hooks, turn_hook=turn_hook, constrained_actions=cfg.trainer.constrained_actions,
         constrained_queries=cfg.trainer.constrained_queries,
         # The release generates for the whole batch, finished envs included (t2po.md §8 #4); only with hooks,
@@ -135,17 +146,35 @@ def run_rollout(s: Session, phase: str, step: int, tasks: list[Task], group_size
 
 def validate(s: Session, step: int) -> dict[str, float]:
     """Validation metrics (greedy-ish sampling, group size 1, no TDS) under the ``val/`` prefix."""
-    ro = run_rollout(s, "val", step, val_tasks(s.cfg, s.family), group_size=1)
-    m = rollout_metrics(ro, s.cfg)
+    ro = _rollout_share(s, "val", step, val_tasks(s.cfg, s.family), group_size=1)
+    m = _reduced(s, rollout_metrics(ro, s.cfg), ro)
     return {K.val(k): v for k, v in m.items()}
 
 
-def build_session(run_dir: str | Path, *, tti: bool | None = None, progress: Progress | None = None) -> Session:
+def _rollout_share(s: Session, phase: str, step: int, tasks: list[Task], group_size: int) -> Rollout:
+    """This rank's rollout: its whole task groups, each episode on the stream of its global index, so the
+    ranks together draw exactly what one process would (all of the tasks in one process)."""
+    mine = D.shard_range(len(tasks), s.world.rank, s.world.world_size)
+    ids = [t * group_size + g for t in mine for g in range(group_size)]
+    return run_rollout(s, phase, step, [tasks[t] for t in mine], group_size, episode_ids=ids)
+
+
+def _reduced(s: Session, metrics: dict[str, float], rollout: Rollout) -> dict[str, float]:
+    """``metrics`` combined over ranks (rank 0 uses the result); unchanged in one process."""
+    if not s.world.active:
+        return metrics
+    per_rank = D.gather((metrics, len(rollout.episodes), len(rollout.rows)), s.world)
+    return D.combine_metrics([m for m, _, _ in per_rank], [e for _, e, _ in per_rank], [r for _, _, r in per_rank])
+
+
+def build_session(run_dir: str | Path, *, tti: bool | None = None, progress: Progress | None = None,
+                  distributed: bool = True) -> Session:
     """Load the run folder's config and build the policy, engine, hooks, optimizer and sinks.
 
     ``tti`` (evaluation only) switches the thinking intervention on or off for this session, whatever the run
     was trained with; the run folder's config is not changed. None keeps the run's setting. ``progress``
     receives the warm start's progress and the run's notes (nothing is printed without one).
+    ``distributed=False`` (evaluation) builds one plain process whatever ``trainer.distributed`` says.
     """
     from t2po_cli.hooks.factory import build_hooks
     from t2po_cli.trainer.models import load_policy
@@ -160,12 +189,22 @@ def build_session(run_dir: str | Path, *, tti: bool | None = None, progress: Pro
         torch.set_num_threads(cfg.trainer.threads)
     family = get_family(cfg.env.name)
     estimator = get_estimator(cfg.algo.name)
-    warm = ensure_warmstart(cfg, progress=progress)
+    dist_cfg = cfg.trainer.distributed
+    world = D.init_world(dist_cfg.strategy, dist_cfg.timeout_s,
+                         device_type="cuda" if torch.cuda.is_available() else "cpu") if distributed else D.SINGLE
+    # Rank 0 builds the (cached) warm start; the others wait for it and then load the same checkpoint.
+    warm = ensure_warmstart(cfg, progress=progress) if world.is_main else None
+    D.barrier(world)
+    if not world.is_main:
+        warm = ensure_warmstart(cfg, progress=NullProgress())
+    # Every rank initialises with the run's seed (identical weights: FSDP2 does not broadcast them).
     _seed_everything(cfg.trainer.seed)
     # A critic estimator (PPO) needs a value head: implied by the estimator (a derived local value, not a
     # config edit).
     model_cfg = replace(cfg.model, value_head=cfg.model.value_head or estimator.needs_values)
     policy = load_policy(model_cfg, checkpoint=warm, with_reference=cfg.trainer.kl_coef > 0)
+    train_model, policy = D.distribute_policy(policy, world)
+    _seed_everything(D.derive_seed(cfg.trainer.seed, world.rank))
     engine = _make_engine(cfg, policy)
     think_ids = _think_ids(cfg, policy)
     budget = cfg.trainer.max_response_tokens
@@ -173,22 +212,26 @@ def build_session(run_dir: str | Path, *, tti: bool | None = None, progress: Pro
     released = getattr(train_hooks[0], "released_state", None)
     val_hooks = build_hooks(cfg.t2po, think_ids, "val", budget, env_max_think_tokens=cfg.env.max_think_tokens,
                             released_state=released)
-    params = policy.trainable_parameters()
+    params = [p for p in train_model.parameters() if p.requires_grad]
+    if policy.value_head is not None:
+        params += list(policy.value_head.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay)
     settings = estimator.settings(getattr(cfg.algo, estimator.name))
     ctx = UpdateContext(
-        model=policy.model, optimizer=optimizer, params=params, pad_id=policy.pad_id,
-        value_head=policy.value_head, reference=policy.reference if cfg.trainer.kl_coef > 0 else None,
+        model=train_model, optimizer=optimizer, params=params, pad_id=policy.pad_id,
+        value_head=policy.value_head,
+        reference=D.reference_context(policy, train_model, world) if cfg.trainer.kl_coef > 0 else None,
         # A critic estimator's params carry the value-loss weight (``Estimator.needs_values``).
         value_coef=float(getattr(settings, "value_coef", 0.0)) if estimator.needs_values else 0.0,
+        world=world,
     )
     sink = None
-    if cfg.tracking.mlflow:
+    if cfg.tracking.mlflow and world.is_main:
         from t2po_cli.tracking.mlflow_sink import MlflowSink
 
         sink = MlflowSink(folder.path, cfg)
     return Session(cfg, folder, family, policy, engine, ctx, train_hooks, val_hooks,
-                   MetricsWriter(folder.metrics_path), sink, progress)
+                   MetricsWriter(folder.metrics_path), sink, progress, world)
 
 
 def _think_ids(cfg: RunConfig, policy: Policy) -> tuple[int, int] | None:
@@ -213,27 +256,39 @@ def _resume(s: Session) -> int:
     found = ckpt.list_checkpoints(s.folder.checkpoints)
     if not found:
         # A run killed before its first checkpoint restarts from scratch: drop any rows it had logged.
-        s.writer.truncate_after(-1)
+        if s.world.is_main:
+            s.writer.truncate_after(-1)
         return 0
-    modules = {"policy": s.policy.model}
-    if s.policy.value_head is not None:
-        modules["value_head"] = s.policy.value_head
-    state = ckpt.load_checkpoint(found[-1], modules=modules, optimizers={"policy": s.ctx.optimizer})
+    if s.world.active:
+        # Sharded (torch.distributed.checkpoint): any world size loads what any world size saved.
+        state = ckpt.load_distributed(found[-1], s.ctx.model, s.ctx.optimizer, s.policy.value_head, s.world.rank)
+        if s.world.strategy == "fsdp":
+            D.sync_replica(s.ctx.model, s.policy.model)
+    else:
+        state = ckpt.load_checkpoint(found[-1], modules=_modules(s), optimizers={"policy": s.ctx.optimizer})
     s.ctx.skipped_total = int(state.get("skipped_total", 0))
     s.ctx.nonfinite_total = int(state.get("nonfinite_total", 0))
-    s.writer.truncate_after(found[-1].step)
+    if s.world.is_main:
+        s.writer.truncate_after(found[-1].step)
     return found[-1].step
 
 
-def _save(s: Session, step: int) -> None:
+def _modules(s: Session) -> dict[str, torch.nn.Module]:
     modules = {"policy": s.policy.model}
     if s.policy.value_head is not None:
         modules["value_head"] = s.policy.value_head
-    ckpt.save_checkpoint(
-        s.folder.checkpoints, step, modules=modules, optimizers={"policy": s.ctx.optimizer},
-        extra={"data_cursor": step * s.cfg.trainer.tasks_per_step, "skipped_total": s.ctx.skipped_total,
-               "nonfinite_total": s.ctx.nonfinite_total},
-    )
+    return modules
+
+
+def _save(s: Session, step: int) -> None:
+    extra = {"data_cursor": step * s.cfg.trainer.tasks_per_step, "skipped_total": s.ctx.skipped_total,
+             "nonfinite_total": s.ctx.nonfinite_total}
+    if s.world.active:
+        ckpt.save_distributed(s.folder.checkpoints, step, s.ctx.model, s.ctx.optimizer, s.policy.value_head,
+                              world=s.world, extra=extra)
+        return
+    ckpt.save_checkpoint(s.folder.checkpoints, step, modules=_modules(s), optimizers={"policy": s.ctx.optimizer},
+                         extra=extra)
 
 
 def _set_lr(s: Session, step: int) -> None:
@@ -247,8 +302,9 @@ def _set_lr(s: Session, step: int) -> None:
 def train_step(s: Session, step: int) -> dict[str, float]:
     """Rollout, advantages and update of RL step ``step`` (1-based). Returns the step's metrics."""
     cfg = s.cfg
+    _inject_rank_fault(step, s.world.rank)
     t0 = time.perf_counter()
-    rollout = run_rollout(s, "train", step, train_tasks(cfg, s.family, step), cfg.trainer.group_size)
+    rollout = _rollout_share(s, "train", step, train_tasks(cfg, s.family, step), cfg.trainer.group_size)
     t_roll = time.perf_counter() - t0
     metrics = rollout_metrics(rollout, cfg)
     adv = compute_step_advantages(s, rollout)
@@ -259,10 +315,23 @@ def train_step(s: Session, step: int) -> dict[str, float]:
     t1 = time.perf_counter()
     metrics.update(policy_update(s.ctx, rollout.rows, adv.advantages, adv.returns, cfg,
                                  policy_loss=adv.policy_loss, nan_injector=_nan_injector(step)))
+    if s.world.strategy == "fsdp":
+        D.sync_replica(s.ctx.model, s.policy.model)  # the engine's unsharded copy gets the new weights
     metrics[K.UPDATE_TIME] = time.perf_counter() - t1
     metrics[K.ROLLOUT_TIME] = t_roll
     metrics[K.STEP_TIME] = time.perf_counter() - t0
-    return metrics
+    return _reduced(s, metrics, rollout)
+
+
+def _inject_rank_fault(step: int, rank: int) -> None:
+    """Reliability tests: T2PO_KILL_RANK_AT=R:N SIGKILLs rank R at the start of step N (a dead rank);
+    T2PO_HANG_RANK_AT=R:N makes it sleep there (a hung rank: the others' collectives time out)."""
+    if os.environ.get("T2PO_KILL_RANK_AT") == f"{rank}:{step}":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("T2PO_HANG_RANK_AT") == f"{rank}:{step}":
+        time.sleep(10**6)
 
 
 def _nan_injector(step: int):
@@ -281,9 +350,20 @@ def train_run(run_dir: str | Path, progress: Progress | None = None) -> dict[str
     """
     progress = progress or NullProgress()
     s = build_session(run_dir, progress=progress)
+    try:
+        return _train(s, progress)
+    finally:
+        D.shutdown(s.world)
+
+
+def _train(s: Session, progress: Progress) -> dict[str, Any]:
     t = s.cfg.trainer
+    main = s.world.is_main
     start = _resume(s)
-    s.folder.write_status("running", step=start, pid=os.getpid())
+    if main:
+        if s.world.active:
+            D.record_world(s.folder.path, s.world)
+        s.folder.write_status("running", step=start, pid=os.getpid())
     if start:
         progress.note(f"resumed from checkpoint step {start}")
     last_train: dict[str, float] = {}
@@ -301,16 +381,19 @@ def train_run(run_dir: str | Path, progress: Progress | None = None) -> dict[str
                 _log(s, step, "val", last_val)
             if step == t.steps or (t.save_every and step % t.save_every == 0):
                 _save(s, step)
-            s.folder.write_status("running", step=step, pid=os.getpid())
+            if main:
+                s.folder.write_status("running", step=step, pid=os.getpid())
             progress.update(step, _progress_info(last_train, last_val))
     except BaseException as e:
-        s.folder.write_status("failed", error=f"{type(e).__name__}: {e}"[:500])
+        if main:
+            s.folder.write_status("failed", error=f"{type(e).__name__}: {e}"[:500])
         if s.sink is not None:
             s.sink.finish("FAILED")
         raise
     finally:
         progress.stop()
-    s.folder.write_status("finished", step=t.steps)
+    if main:
+        s.folder.write_status("finished", step=t.steps)
     if s.sink is not None:
         s.sink.deliver(read_metrics(s.writer.path))
         s.sink.finish("FINISHED")
@@ -336,6 +419,8 @@ def _headline(m: dict[str, float]) -> dict[str, float]:
 
 
 def _log(s: Session, step: int, split: str, metrics: dict[str, float]) -> None:
+    if not s.world.is_main:
+        return
     row = s.writer.write(step, split, metrics)
     if s.sink is not None:
         s.sink.deliver([row])

@@ -21,6 +21,7 @@ from t2po_cli.algo.registry import PolicyLoss
 from t2po_cli.config.schema import RunConfig
 from t2po_cli.rollout.collector import TurnRow
 from t2po_cli.tracking import keys as K
+from t2po_cli.trainer import distributed as D
 from t2po_cli.trainer.batching import PackedBatch, micro_batches, pack_rows, response_logits
 
 
@@ -34,9 +35,11 @@ class UpdateContext:
         params: the trainable parameters (for clipping and the finiteness check).
         pad_id: padding id.
         value_head: PPO critic head on the last prompt hidden state, or None.
-        reference: context manager factory under which ``model`` computes reference logits (LoRA:
+        reference: context manager factory yielding the module that computes reference logits (LoRA:
             ``model.disable_adapter``), or None when no KL term is used.
         value_coef: weight of the value loss when ``value_head`` is set (the critic estimator's setting).
+        world: the ranks (``distributed.SINGLE`` for one process without a group); ``model`` is then the
+            DDP wrapper or the FSDP2-sharded model.
     """
 
     model: torch.nn.Module
@@ -46,6 +49,7 @@ class UpdateContext:
     value_head: torch.nn.Module | None = None
     reference: Callable[[], contextlib.AbstractContextManager] | None = None
     value_coef: float = 0.0
+    world: D.World = D.SINGLE
     skipped_total: int = 0
     nonfinite_total: int = 0
     stats: dict[str, list[float]] = field(default_factory=dict)
@@ -118,6 +122,8 @@ def policy_update(
         policy_loss: the estimator's replacement for the PPO-clip term (A²TGPO's turn-level clip), or None.
         nan_injector: test hook that may corrupt the loss (reliability tests).
     """
+    if ctx.world.active:
+        return _distributed_update(ctx, rows, advantages, returns, cfg, policy_loss, nan_injector)
     t = cfg.trainer
     idx = _trainable_rows(rows)
     ctx.stats = {}
@@ -153,6 +159,10 @@ def policy_update(
                 continue
             ctx.optimizer.step()
             ctx.stats.setdefault(K.GRAD_NORM, []).append(float(grad_norm))
+    return _finish(ctx, skipped, nonfinite)
+
+
+def _finish(ctx: UpdateContext, skipped: int, nonfinite: int) -> dict[str, float]:
     ctx.skipped_total += skipped
     ctx.nonfinite_total += nonfinite
     metrics = {k: sum(v) / len(v) for k, v in ctx.stats.items() if v}
@@ -200,8 +210,10 @@ def _micro_loss(
         loss = loss - t.entropy_coef * ent_term
         stats[K.ENTROPY_LOSS] = float(ent_term)
     if t.kl_coef and ctx.reference is not None:
-        with torch.no_grad(), ctx.reference():
-            ref_logits, _ = response_logits(ctx.model, batch)
+        # The module the context yields computes π_ref: the same model with adapters off under LoRA, the
+        # frozen copy under full fine-tuning (before, the trained model itself was used there: KL was 0).
+        with torch.no_grad(), ctx.reference() as ref_model:
+            ref_logits, _ = response_logits(ref_model, batch)
             ref_logps = L.token_logps(ref_logits, batch.response_ids)
         kl = L.kl_loss(logps, ref_logps, mask)
         loss = loss + t.kl_coef * kl
@@ -215,3 +227,119 @@ def _micro_loss(
     for k, v in stats.items():
         ctx.stats.setdefault(k, []).append(float(v))
     return loss
+
+
+# ------------------------------------------------------------------------------------------ distributed
+
+
+def _dummy_batch(pad_id: int) -> PackedBatch:
+    """A one-token batch with no loss tokens: keeps a rank's forward/backward count equal to the others'."""
+    batch = pack_rows([[pad_id]], [torch.tensor([pad_id])], pad_id)
+    batch.response_mask[:] = False
+    return batch
+
+
+def _dummy_loss(ctx: UpdateContext, cfg: RunConfig) -> torch.Tensor:
+    """A zero loss with the forwards of a real micro-batch (policy, and the KL reference when it runs through
+    the sharded model), so FSDP's all-gathers and DDP's reduction happen as often on every rank."""
+    batch = _dummy_batch(ctx.pad_id)
+    logits, _ = response_logits(ctx.model, batch)
+    if cfg.trainer.kl_coef and ctx.reference is not None:
+        with torch.no_grad(), ctx.reference() as ref_model:
+            response_logits(ref_model, batch)
+    return logits.float().sum() * 0.0
+
+
+def _padded(chunks: list[list[int]], world: D.World) -> list[list[int] | None]:
+    """``chunks`` padded with None (dummy chunks) to the largest rank's count (one all-reduce)."""
+    n = int(D.all_reduce(float(len(chunks)), world, "max"))
+    return [*chunks, *([None] * (n - len(chunks)))]
+
+
+@torch.no_grad()
+def _old_logps_dist(ctx: UpdateContext, rows: list[TurnRow], idx: list[int], micro: int, mask_forced: bool
+                    ) -> dict[int, torch.Tensor]:
+    out: dict[int, torch.Tensor] = {}
+    for chunk in _padded(micro_batches(idx, micro), ctx.world):
+        batch = _packed(rows, chunk, ctx.pad_id, mask_forced) if chunk else _dummy_batch(ctx.pad_id)
+        logits, _ = response_logits(ctx.model, batch)
+        if chunk:
+            lp = L.token_logps(logits, batch.response_ids)
+            for j, i in enumerate(chunk):
+                out[i] = lp[j]
+    return out
+
+
+def _global_mini_batches(idx: list[int], cfg: RunConfig, rows_total: int, world: D.World) -> list[list[int]]:
+    """This rank's rows split into the same number of mini-batches on every rank (one optimiser step each).
+
+    The count follows the global row count, as ``_mini_batches`` does for one process; a rank with fewer
+    rows than mini-batches gets empty ones (it still joins every collective).
+    """
+    size = cfg.trainer.mini_batch_rows
+    n_mb = max(1, round(D.all_reduce(float(rows_total), world) / size)) if size else 1
+    per = max(1, math.ceil(len(idx) / n_mb))
+    mbs = [idx[k : k + per] for k in range(0, len(idx), per)]
+    return mbs + [[] for _ in range(n_mb - len(mbs))]
+
+
+def _distributed_update(
+    ctx: UpdateContext,
+    rows: list[TurnRow],
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    cfg: RunConfig,
+    policy_loss: PolicyLoss | None,
+    nan_injector: Callable[[torch.Tensor], torch.Tensor] | None,
+) -> dict[str, float]:
+    """``policy_update`` across ranks: the loss is the token-mean over the global mini-batch.
+
+    Each micro-batch's loss is weighted by ``distributed.chunk_weight`` (its share of the mini-batch's loss
+    tokens over every rank, times the world size) instead of 1 / (number of micro-batches), so the gradient
+    equals one process's over all rows. Loss-free rows and dummy chunks keep collectives in step; a
+    non-finite loss still runs its backward (skipping it would desynchronise DDP) and the step is skipped
+    on every rank, decided by an all-reduce.
+    """
+    t, world = cfg.trainer, ctx.world
+    idx = _trainable_rows(rows)
+    ctx.stats = {}
+    skipped = nonfinite = 0
+    mask_forced = cfg.t2po.tti.mask_forced_tokens
+    mbs = _global_mini_batches(idx, cfg, len(rows), world)
+    reuse_current = t.ppo_epochs == 1 and len(mbs) == 1
+    old = {} if reuse_current else _old_logps_dist(ctx, rows, idx, t.micro_batch_rows, mask_forced)
+    extra = list(ctx.value_head.parameters()) if ctx.value_head is not None else []
+    ctx.model.train()
+    for _epoch in range(t.ppo_epochs):
+        for mb in mbs:
+            ctx.optimizer.zero_grad(set_to_none=True)
+            tokens = sum(int(_loss_mask(rows[i], mask_forced).sum()) for i in mb)
+            global_tokens = int(D.all_reduce(float(tokens), world))
+            chunks = _padded(micro_batches(mb, t.micro_batch_rows) if mb else [], world)
+            finite = True
+            for k, chunk in enumerate(chunks):
+                with D.no_sync(ctx.model, last=k == len(chunks) - 1):
+                    if chunk is None:
+                        loss = _dummy_loss(ctx, cfg)
+                    else:
+                        loss = _micro_loss(ctx, rows, chunk, advantages, returns, old, cfg, mask_forced, policy_loss)
+                        if nan_injector is not None:
+                            loss = nan_injector(loss)
+                        finite &= bool(torch.isfinite(loss))
+                        n = sum(int(_loss_mask(rows[i], mask_forced).sum()) for i in chunk)
+                        loss = loss * D.chunk_weight(n, global_tokens, world.world_size)
+                    loss.backward()
+            D.average_grads(extra, world)
+            finite = D.all_reduce(float(finite), world, "min") > 0
+            grad_norm = D.grad_norm_value(torch.nn.utils.clip_grad_norm_(ctx.params, t.grad_clip)) if finite \
+                else torch.tensor(math.nan)
+            if not finite or not torch.isfinite(grad_norm):
+                ctx.optimizer.zero_grad(set_to_none=True)
+                nonfinite += int(finite)
+                skipped += 1
+                if not t.nan_guard:
+                    raise FloatingPointError("non-finite loss or gradient and trainer.nan_guard=false")
+                continue
+            ctx.optimizer.step()
+            ctx.stats.setdefault(K.GRAD_NORM, []).append(float(grad_norm))
+    return _finish(ctx, skipped, nonfinite)
