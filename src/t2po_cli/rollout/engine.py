@@ -32,6 +32,7 @@ import torch
 from t2po_cli.hooks.base import TokenHook, TokenHookFactory
 from t2po_cli.hooks.signal import token_signal
 from t2po_cli.rollout.constraint import ActionConstraint, ActionSpace
+from t2po_cli.rollout.sampling_weights import MergedSampler, is_lora_model
 from t2po_cli.rollout.streams import draw_uniforms
 from t2po_cli.rollout.types import Generation, SamplingParams
 
@@ -106,17 +107,21 @@ def inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     return ids
 
 
-def sample_tokens(logits: torch.Tensor, params: SamplingParams, uniforms: torch.Tensor | None) -> torch.Tensor:
+def sample_tokens(logits: torch.Tensor, params: SamplingParams, uniforms: torch.Tensor | None,
+                  probs: torch.Tensor | None = None) -> torch.Tensor:
     """One token per row from raw logits ``[B, V]`` (float32) → ``LongTensor[B]``.
 
     Temperature 0 is greedy (argmax; ``uniforms`` unused, None allowed). Otherwise the tempered, top-k/top-p
     filtered distribution is sampled by inverse CDF with the row's uniform (``uniforms [B]``, one draw per row
-    from its episode's stream, ``rollout.streams.draw_uniforms``).
+    from its episode's stream, ``rollout.streams.draw_uniforms``). ``probs`` (``softmax(logits)``, already
+    computed by the signal) is used as is when nothing reshapes the distribution (temperature 1, no top-k/p).
     """
     if params.temperature == 0:
         return logits.argmax(dim=-1)
     if uniforms is None:
         raise ValueError("sampling at temperature > 0 needs one uniform per row")
+    if probs is not None and params.temperature == 1.0 and params.top_k == 0 and params.top_p >= 1.0:
+        return inverse_cdf(probs, uniforms.to(logits.device))
     z = filter_logits(logits / params.temperature, params.top_k, params.top_p)
     return inverse_cdf(torch.softmax(z, dim=-1), uniforms.to(logits.device))
 
@@ -157,6 +162,15 @@ class HFEngine:
         self._action_constraint: ActionConstraint | None = None
         ids = self.tokenizer.encode("<|im_start|>", add_special_tokens=False)
         self._turn_start_id = ids[0] if len(ids) == 1 else None
+        self._merged: MergedSampler | None = None  # built at the first generate of a LoRA policy
+
+    def decoding_model(self):
+        """The module generate() decodes with: a merged-LoRA copy for a LoRA policy (re-merged when the adapters
+        moved, ``rollout.sampling_weights``), else the policy's model itself."""
+        model = self.policy.model
+        if self._merged is None and is_lora_model(model):
+            self._merged = MergedSampler(model)
+        return self._merged.model() if self._merged is not None else model
 
     # ------------------------------------------------------------------------------------- prompts
 
@@ -225,22 +239,46 @@ class HFEngine:
         if hook is not None:
             hook.begin(batch, self.in_think_at_start(prompt_ids).to(self.policy.device))
         constraint = self.action_constraint(prompt_ids, admissible)
-        model = self.policy.model
+        model = self.decoding_model()
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
-                steps, lengths, reasons = self._decode(prompt_ids, params, hook, streams, constraint)
+                steps, lengths, reasons = self._decode(model, prompt_ids, params, hook, streams, constraint)
         finally:
             model.train(was_training)
         reports = hook.end() if hook is not None else []
         return self._assemble(prompt_ids, steps, lengths, reasons, reports)
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+    @staticmethod
+    def _forward(model, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
         """One model call → next-token logits ``[B, V]`` (LM head on the last position only)."""
-        out = self.policy.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                cache=cache, use_cache=True, logits_to_keep=1)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                    logits_to_keep=1)
         return out.logits[:, -1]
+
+    def _prefill(self, model, prompt_ids) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, object]:
+        """Prefill the distinct prompts only and give every row its prompt's KV cache.
+
+        The G copies of one task start from the same prompt (and TDS regenerates identical prompts): running
+        each distinct prompt once and copying its cache rows cuts the prefill, the costliest single call of a
+        rollout turn, by up to G×. Returns next-token logits ``[B, V]``, attention mask ``[B, P]``, next
+        positions ``[B, 1]`` and the cache, all in the rows' order.
+        """
+        from transformers import DynamicCache
+
+        dev = self.policy.device
+        distinct: dict[tuple[int, ...], int] = {}
+        index = [distinct.setdefault(tuple(r), len(distinct)) for r in prompt_ids]
+        ids, mask = left_pad([list(r) for r in distinct], self.policy.pad_id, dev)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at position 0
+        cache = DynamicCache(config=model.config)
+        raw = self._forward(model, ids, mask, positions, cache)
+        if len(distinct) < len(prompt_ids):
+            rows = torch.tensor(index, device=dev)
+            cache.batch_select_indices(rows)
+            raw, mask, positions = raw[rows], mask[rows], positions[rows]
+        return raw, mask, positions[:, -1:] + 1, cache
 
     def _generation_prefix(self, row: Sequence[int]) -> str:
         """Text of a prompt after its last ``<|im_start|>`` (the assistant's generation prefix)."""
@@ -264,22 +302,16 @@ class HFEngine:
                                    for r, a in zip(prompt_ids, admissible, strict=True)])
         return c
 
-    def _decode(self, prompt_ids, params: SamplingParams, hook: TokenHook | None,
+    def _decode(self, model, prompt_ids, params: SamplingParams, hook: TokenHook | None,
                 streams: Sequence[torch.Generator], constraint: ActionConstraint | None = None):
         """The decode loop; returns per-step ``[B]`` records, lengths ``[B]`` and finish codes ``[B]``."""
-        from transformers import DynamicCache
-
         dev, batch = self.policy.device, len(prompt_ids)
         steps: dict[str, list[torch.Tensor]] = {k: [] for k in ("ids", "logps", "entropies", "signals", "forced")}
         lengths = torch.full((batch,), params.max_new_tokens, dtype=torch.long, device=dev)
         reasons = torch.full((batch,), FINISH_LENGTH, dtype=torch.long, device=dev)
         if params.max_new_tokens <= 0 or batch == 0:
             return steps, lengths.zero_(), reasons
-        ids, mask = left_pad(prompt_ids, self.policy.pad_id, dev)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at position 0
-        cache = DynamicCache(config=self.policy.model.config)
-        raw = self._forward(ids, mask, positions, cache)
-        positions = positions[:, -1:] + 1
+        raw, mask, positions, cache = self._prefill(model, prompt_ids)
         done = torch.zeros(batch, dtype=torch.bool, device=dev)
         no_force = torch.zeros(batch, dtype=torch.bool, device=dev)
         stop_table = self._stop_table(params.stop_strings, raw.shape[-1]) if params.stop_strings else None
@@ -290,16 +322,18 @@ class HFEngine:
             active = ~done
             force = hook.step(signal.m, active) if hook is not None else None
             allowed = constraint.mask(active) if constraint is not None else None
-            sample_from = logits if allowed is None else logits.masked_fill(~allowed.to(dev), float("-inf"))
             # One draw per live row (forced ones too): a row's stream use depends on neither hook nor batch.
             u = draw_uniforms(streams, active.tolist()) if params.temperature > 0 else None
-            chosen = sample_tokens(sample_from, params, u)
+            if allowed is None:
+                chosen = sample_tokens(logits, params, u, probs=signal.probs)
+            else:
+                chosen = sample_tokens(logits.masked_fill(~allowed.to(dev), float("-inf")), params, u)
             forced = no_force
             if force is not None:
                 forced = (force >= 0) & active
                 chosen = torch.where(forced, force, chosen)
             chosen = chosen.masked_fill(done, self.policy.pad_id)
-            logp = logits.gather(-1, chosen[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+            logp = signal.logprobs.gather(-1, chosen[:, None]).squeeze(-1)
             if hook is not None:
                 hook.observe(chosen, active)
             if constraint is not None:
@@ -317,7 +351,7 @@ class HFEngine:
             if bool(done.all()) or t + 1 == params.max_new_tokens:
                 break
             mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
-            raw = self._forward(chosen[:, None], mask, positions, cache)
+            raw = self._forward(model, chosen[:, None], mask, positions, cache)
             positions = positions + 1
         return steps, lengths, reasons
 
