@@ -1,4 +1,4 @@
-"""The engine's merged-LoRA sampling copy and its shared-prompt prefill, against the unmerged peft model."""
+"""The engine's merged-LoRA sampling copy and its shared-prompt / shared-prefix prefill, against plain decoding."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from t2po_cli.config.schema import LoraConfig, ModelConfig
-from t2po_cli.rollout.engine import HFEngine, build_chat_prompt
-from t2po_cli.rollout.streams import seeded_streams
+from t2po_cli.rollout.engine import MIN_SHARED_PREFIX, HFEngine, _common_prefix_len, build_chat_prompt
+from t2po_cli.rollout.streams import episode_streams, seeded_streams
 from t2po_cli.rollout.types import SamplingParams
 from t2po_cli.trainer.models import Policy, load_policy
 from t2po_cli.trainer.offline_models import synthetic_corpus, tiny_dir
@@ -78,3 +78,25 @@ def test_shared_prompt_prefill_equals_separate_prefills(policy):
         alone = engine.generate([prompt], params, streams=[g])
         assert alone.response_ids[0].tolist() == shared.response_ids[i].tolist()
         torch.testing.assert_close(alone.logps[0], shared.logps[i], atol=1e-5, rtol=1e-5)  # B=4 vs B=1 matmuls
+
+
+def test_common_prefix_len_by_hand():
+    assert _common_prefix_len([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert _common_prefix_len([[1, 2], [1, 2, 3]]) == 2
+    assert _common_prefix_len([[7], [1]]) == 0
+
+
+def test_shared_prefix_prefill_equals_separate_prefills(policy):
+    """Distinct prompts with a long common head: the head runs once, the suffixes after it; every row gets the
+    tokens and log-probs it gets when prefilled alone."""
+    head = "You are a shopping agent. Read the page, think briefly, then act. The instruction is: "
+    prompts = [build_chat_prompt(policy.tokenizer, head + q) for q in ("a red shirt", "green tea, pack of 6", "go")]
+    assert _common_prefix_len(prompts) >= MIN_SHARED_PREFIX
+    engine = HFEngine(policy)
+    params = SamplingParams(max_new_tokens=16, temperature=1.0)
+    batched = engine.generate(prompts, params, streams=episode_streams(2, 1, "train", range(3)))
+    for e, prompt in enumerate(prompts):
+        alone = engine.generate([prompt], params, streams=episode_streams(2, 1, "train", [e]))
+        assert alone.response_ids[0].tolist() == batched.response_ids[e].tolist()
+        torch.testing.assert_close(alone.logps[0], batched.logps[e], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(alone.signals[0], batched.signals[e], atol=1e-5, rtol=1e-5)

@@ -126,6 +126,20 @@ def sample_tokens(logits: torch.Tensor, params: SamplingParams, uniforms: torch.
     return inverse_cdf(torch.softmax(z, dim=-1), uniforms.to(logits.device))
 
 
+MIN_SHARED_PREFIX = 8
+"""Shortest common prompt prefix worth its own batch-1 forward (below it, one padded prefill is cheaper)."""
+
+
+def _common_prefix_len(rows: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common prefix of token rows."""
+    n = min(len(r) for r in rows)
+    for k in range(n):
+        t = rows[0][k]
+        if any(r[k] != t for r in rows):
+            return k
+    return n
+
+
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token rows → ``(input_ids [B, P], attention_mask [B, P])`` (mask 1 = real token)."""
     width = max(len(r) for r in rows)
@@ -258,26 +272,41 @@ class HFEngine:
         return out.logits[:, -1]
 
     def _prefill(self, model, prompt_ids) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, object]:
-        """Prefill the distinct prompts only and give every row its prompt's KV cache.
+        """Prefill each distinct prompt once, their common prefix only once, and give every row its cache.
 
-        The G copies of one task start from the same prompt (and TDS regenerates identical prompts): running
-        each distinct prompt once and copying its cache rows cuts the prefill, the costliest single call of a
-        rollout turn, by up to G×. Returns next-token logits ``[B, V]``, attention mask ``[B, P]``, next
-        positions ``[B, 1]`` and the cache, all in the rows' order.
+        The G copies of one task start from the same prompt (and TDS regenerates identical prompts), and the
+        distinct prompts of a call share the chat template's system block and the env's instructions. So:
+        the longest common prefix runs once at batch 1; its cache is repeated for the distinct prompts, whose
+        suffixes run left-padded after it (layout ``[prefix | pads | suffix]``: the mask skips the pads and
+        positions continue from the prefix); the distinct rows' caches are then copied to their rows. The
+        prefill is the costliest call of a turn (a 200-token prompt costs ~25 decode steps), so this cuts it
+        by up to G× and the prefix's share. Returns next-token logits ``[B, V]``, attention mask ``[B, P]``,
+        next positions ``[B, 1]`` and the cache, all in the rows' order.
         """
         from transformers import DynamicCache
 
         dev = self.policy.device
         distinct: dict[tuple[int, ...], int] = {}
         index = [distinct.setdefault(tuple(r), len(distinct)) for r in prompt_ids]
-        ids, mask = left_pad([list(r) for r in distinct], self.policy.pad_id, dev)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at position 0
+        rows = list(distinct)
+        shared = _common_prefix_len(rows) if len(rows) > 1 else 0
+        shared = min(shared, min(len(r) for r in rows) - 1)  # every row keeps >= 1 token to take logits at
         cache = DynamicCache(config=model.config)
+        if shared >= MIN_SHARED_PREFIX:
+            head = torch.tensor([list(rows[0][:shared])], device=dev)
+            self._forward(model, head, torch.ones_like(head), torch.arange(shared, device=dev)[None], cache)
+            cache.batch_repeat_interleave(len(rows))
+            ids, tail_mask = left_pad([r[shared:] for r in rows], self.policy.pad_id, dev)
+            positions = shared + (tail_mask.cumsum(-1) - 1).clamp(min=0)
+            mask = torch.cat([tail_mask.new_ones(len(rows), shared), tail_mask], dim=1)
+        else:
+            ids, mask = left_pad([list(r) for r in rows], self.policy.pad_id, dev)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at position 0
         raw = self._forward(model, ids, mask, positions, cache)
-        if len(distinct) < len(prompt_ids):
-            rows = torch.tensor(index, device=dev)
-            cache.batch_select_indices(rows)
-            raw, mask, positions = raw[rows], mask[rows], positions[rows]
+        if len(rows) < len(prompt_ids):
+            pick = torch.tensor(index, device=dev)
+            cache.batch_select_indices(pick)
+            raw, mask, positions = raw[pick], mask[pick], positions[pick]
         return raw, mask, positions[:, -1:] + 1, cache
 
     def _generation_prefix(self, row: Sequence[int]) -> str:
