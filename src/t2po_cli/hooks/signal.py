@@ -39,6 +39,11 @@ class TokenSignal:
     """c_t, float32."""
     m: torch.Tensor
     """M_t, float32; float64 under ``released`` (c_t and H_t rounded to the logits dtype, mixed in float64)."""
+    logprobs: torch.Tensor
+    """``[B, V]`` float32 log-softmax of the raw logits (handed to the engine: the sampled token's log-prob and,
+    at temperature 1 without filtering, the sampling weights come from it without a second softmax)."""
+    probs: torch.Tensor
+    """``[B, V]`` float32, ``exp(logprobs)``."""
 
 
 def _mix(top1: torch.Tensor, h_norm: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -66,7 +71,7 @@ def token_signal(logits: torch.Tensor, alpha: float = 0.6, *, released: bool = F
     top1 = logp.max(dim=-1).values
     if not released:
         m = _mix(top1, (entropy / log_width).clamp(0.0, 1.0), alpha)
-        return TokenSignal(entropy=entropy, top1_logp=top1, m=m)
+        return TokenSignal(entropy=entropy, top1_logp=top1, m=m, logprobs=logp, probs=p)
 
     # Released arithmetic: c_t and H_t in the logits' dtype, plain p·log p (NaN on −inf entries). The release
     # then takes ``.item()`` of each and mixes Python floats, i.e. Ĥ, the clip and the mix run in float64.
@@ -77,4 +82,4 @@ def token_signal(logits: torch.Tensor, alpha: float = 0.6, *, released: bool = F
     # The released clip maps a NaN entropy to Ĥ = 1 (errata 2); torch.clamp alone would keep NaN.
     h_norm_r = torch.where(torch.isnan(h_norm_r), torch.ones_like(h_norm_r), h_norm_r.clamp(0.0, 1.0))
     m = _mix(top1_r, h_norm_r, alpha)
-    return TokenSignal(entropy=entropy, top1_logp=top1, m=m)
+    return TokenSignal(entropy=entropy, top1_logp=top1, m=m, logprobs=logp, probs=p)

@@ -147,6 +147,9 @@ class ThinkingIntervention:
         self._score_sum = torch.zeros(b, dtype=torch.float64, device=dev)
         self._score_cnt = torch.zeros(b, dtype=torch.long, device=dev)
         self._no_force = torch.full((b,), -1, dtype=torch.long, device=dev)
+        close_id = self.params.think_ids[1] if self.params.think_ids is not None else -1
+        self._close = torch.full((b,), close_id, dtype=torch.long, device=dev)
+        self._none = torch.zeros(b, dtype=torch.bool, device=dev)
         # Per-step (kind, position, think_len) snapshots, stacked in end(): no host sync per step.
         self._kinds: list[torch.Tensor] = []
         self._positions: list[torch.Tensor] = []
@@ -167,8 +170,10 @@ class ThinkingIntervention:
         position = self._gen_len  # j of this step: tokens generated so far
         # Turn score: running mean over positions j >= K, forced steps included (§4.1).
         record = active & (position >= self.params.skip_tokens)
-        self._score_sum += torch.where(record, signal.double(), torch.zeros_like(self._score_sum))
-        self._score_cnt += record.long()
+        # In-place adds and scalar ``where`` operands: this runs every decode step, and on CPU each small op
+        # costs microseconds (issue #18: the hook's overhead must stay within noise on the tiny model).
+        self._score_sum.add_(torch.where(record, signal.double(), 0.0))
+        self._score_cnt.add_(record)
         if not self.params.tti_enabled:
             return self._no_force
         if self.params.released:
@@ -178,8 +183,7 @@ class ThinkingIntervention:
         self._kinds.append(kind)
         self._positions.append(position.clone())
         self._think_lens.append(self._think_len.clone())
-        close_id = self.params.think_ids[1]  # type: ignore[index]  # checked in TTIParams
-        return torch.where(kind > 0, torch.full_like(self._no_force, close_id), self._no_force)
+        return torch.where(kind > 0, self._close, self._no_force)
 
     def observe(self, token_ids: torch.Tensor, active: torch.Tensor) -> None:
         """Update the think state with this step's tokens (sampled or forced).
@@ -193,16 +197,16 @@ class ThinkingIntervention:
             take = (active & (self._gen_len < FINGERPRINT_TOKENS)).unsqueeze(1)
             current = self._prefix.gather(1, slot)
             self._prefix.scatter_(1, slot, torch.where(take, token_ids.unsqueeze(1), current))
-        self._gen_len += active.long()
+        self._gen_len = self._gen_len + active  # a new tensor: step() kept the old one as this step's position
         if self.params.think_ids is None:
             return
         open_id, close_id = self.params.think_ids
         is_open = active & (token_ids == open_id)
         is_close = active & (token_ids == close_id)
-        inside = active & self._in_think & ~is_open & ~is_close
+        inside = active & self._in_think & ~(is_open | is_close)
         # think_len counts tokens after the last <think> (§3.2); think_tokens sums the block contents.
-        self._think_tokens += inside.long()
-        self._think_len = torch.where(is_open, torch.zeros_like(self._think_len), self._think_len + inside.long())
+        self._think_tokens.add_(inside)
+        self._think_len = torch.where(is_open, 0, self._think_len + inside)
         self._in_think = (self._in_think | is_open) & ~is_close
         self._has_think |= is_open
 
@@ -243,7 +247,7 @@ class ThinkingIntervention:
         p = self.params
         # Step 2: reset unless |M_t − last| <= ε (a change of exactly ε counts as "no change").
         changed = ~self._has_last | ((signal - self._last).abs() > p.tau)
-        count = torch.where(changed, torch.zeros_like(self._count), self._count + 1)
+        count = torch.where(changed, 0, self._count + 1)
         self._count = torch.where(active, count, self._count)
         self._last = torch.where(active, signal.float(), self._last)
         self._has_last |= active
@@ -251,15 +255,14 @@ class ThinkingIntervention:
         if p.max_think_tokens is not None:
             budget = active & self._in_think & (self._think_len >= p.max_think_tokens)
         else:
-            budget = torch.zeros_like(active)
+            budget = self._none
         # Step 4: stagnation forces only inside <think>, and resets the counter either way.
-        if p.patience is not None:
-            stalled = active & ~budget & (self._count >= p.patience)
-        else:
-            stalled = torch.zeros_like(active)
-        self._count = torch.where(stalled, torch.zeros_like(self._count), self._count)
-        stagnation = stalled & self._in_think
-        return budget.to(torch.int8) + 2 * stagnation.to(torch.int8)
+        if p.patience is None:
+            return budget.to(torch.int8)
+        stalled = active & ~budget & (self._count >= p.patience)
+        self._count = torch.where(stalled, 0, self._count)
+        # budget and stagnation exclude each other (stalled needs ~budget): kind 2 where stagnating, else 0/1.
+        return torch.where(stalled & self._in_think, 2, budget.to(torch.int8))
 
     def _step_released(self, signal: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         """§3.7: one global (last, count) slot, updated over running rows in ascending batch order.

@@ -32,6 +32,7 @@ import torch
 from t2po_cli.hooks.base import TokenHook, TokenHookFactory
 from t2po_cli.hooks.signal import token_signal
 from t2po_cli.rollout.constraint import ActionConstraint, ActionSpace
+from t2po_cli.rollout.sampling_weights import MergedSampler, is_lora_model
 from t2po_cli.rollout.streams import draw_uniforms
 from t2po_cli.rollout.types import Generation, SamplingParams
 
@@ -106,19 +107,37 @@ def inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     return ids
 
 
-def sample_tokens(logits: torch.Tensor, params: SamplingParams, uniforms: torch.Tensor | None) -> torch.Tensor:
+def sample_tokens(logits: torch.Tensor, params: SamplingParams, uniforms: torch.Tensor | None,
+                  probs: torch.Tensor | None = None) -> torch.Tensor:
     """One token per row from raw logits ``[B, V]`` (float32) → ``LongTensor[B]``.
 
     Temperature 0 is greedy (argmax; ``uniforms`` unused, None allowed). Otherwise the tempered, top-k/top-p
     filtered distribution is sampled by inverse CDF with the row's uniform (``uniforms [B]``, one draw per row
-    from its episode's stream, ``rollout.streams.draw_uniforms``).
+    from its episode's stream, ``rollout.streams.draw_uniforms``). ``probs`` (``softmax(logits)``, already
+    computed by the signal) is used as is when nothing reshapes the distribution (temperature 1, no top-k/p).
     """
     if params.temperature == 0:
         return logits.argmax(dim=-1)
     if uniforms is None:
         raise ValueError("sampling at temperature > 0 needs one uniform per row")
+    if probs is not None and params.temperature == 1.0 and params.top_k == 0 and params.top_p >= 1.0:
+        return inverse_cdf(probs, uniforms.to(logits.device))
     z = filter_logits(logits / params.temperature, params.top_k, params.top_p)
     return inverse_cdf(torch.softmax(z, dim=-1), uniforms.to(logits.device))
+
+
+MIN_SHARED_PREFIX = 8
+"""Shortest common prompt prefix worth its own batch-1 forward (below it, one padded prefill is cheaper)."""
+
+
+def _common_prefix_len(rows: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common prefix of token rows."""
+    n = min(len(r) for r in rows)
+    for k in range(n):
+        t = rows[0][k]
+        if any(r[k] != t for r in rows):
+            return k
+    return n
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,6 +176,15 @@ class HFEngine:
         self._action_constraint: ActionConstraint | None = None
         ids = self.tokenizer.encode("<|im_start|>", add_special_tokens=False)
         self._turn_start_id = ids[0] if len(ids) == 1 else None
+        self._merged: MergedSampler | None = None  # built at the first generate of a LoRA policy
+
+    def decoding_model(self):
+        """The module generate() decodes with: a merged-LoRA copy for a LoRA policy (re-merged when the adapters
+        moved, ``rollout.sampling_weights``), else the policy's model itself."""
+        model = self.policy.model
+        if self._merged is None and is_lora_model(model):
+            self._merged = MergedSampler(model)
+        return self._merged.model() if self._merged is not None else model
 
     # ------------------------------------------------------------------------------------- prompts
 
@@ -225,22 +253,61 @@ class HFEngine:
         if hook is not None:
             hook.begin(batch, self.in_think_at_start(prompt_ids).to(self.policy.device))
         constraint = self.action_constraint(prompt_ids, admissible)
-        model = self.policy.model
+        model = self.decoding_model()
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
-                steps, lengths, reasons = self._decode(prompt_ids, params, hook, streams, constraint)
+                steps, lengths, reasons = self._decode(model, prompt_ids, params, hook, streams, constraint)
         finally:
             model.train(was_training)
         reports = hook.end() if hook is not None else []
         return self._assemble(prompt_ids, steps, lengths, reasons, reports)
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+    @staticmethod
+    def _forward(model, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
         """One model call → next-token logits ``[B, V]`` (LM head on the last position only)."""
-        out = self.policy.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                cache=cache, use_cache=True, logits_to_keep=1)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                    logits_to_keep=1)
         return out.logits[:, -1]
+
+    def _prefill(self, model, prompt_ids) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, object]:
+        """Prefill each distinct prompt once, their common prefix only once, and give every row its cache.
+
+        The G copies of one task start from the same prompt (and TDS regenerates identical prompts), and the
+        distinct prompts of a call share the chat template's system block and the env's instructions. So:
+        the longest common prefix runs once at batch 1; its cache is repeated for the distinct prompts, whose
+        suffixes run left-padded after it (layout ``[prefix | pads | suffix]``: the mask skips the pads and
+        positions continue from the prefix); the distinct rows' caches are then copied to their rows. The
+        prefill is the costliest call of a turn (a 200-token prompt costs ~25 decode steps), so this cuts it
+        by up to G× and the prefix's share. Returns next-token logits ``[B, V]``, attention mask ``[B, P]``,
+        next positions ``[B, 1]`` and the cache, all in the rows' order.
+        """
+        from transformers import DynamicCache
+
+        dev = self.policy.device
+        distinct: dict[tuple[int, ...], int] = {}
+        index = [distinct.setdefault(tuple(r), len(distinct)) for r in prompt_ids]
+        rows = list(distinct)
+        shared = _common_prefix_len(rows) if len(rows) > 1 else 0
+        shared = min(shared, min(len(r) for r in rows) - 1)  # every row keeps >= 1 token to take logits at
+        cache = DynamicCache(config=model.config)
+        if shared >= MIN_SHARED_PREFIX:
+            head = torch.tensor([list(rows[0][:shared])], device=dev)
+            self._forward(model, head, torch.ones_like(head), torch.arange(shared, device=dev)[None], cache)
+            cache.batch_repeat_interleave(len(rows))
+            ids, tail_mask = left_pad([r[shared:] for r in rows], self.policy.pad_id, dev)
+            positions = shared + (tail_mask.cumsum(-1) - 1).clamp(min=0)
+            mask = torch.cat([tail_mask.new_ones(len(rows), shared), tail_mask], dim=1)
+        else:
+            ids, mask = left_pad([list(r) for r in rows], self.policy.pad_id, dev)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at position 0
+        raw = self._forward(model, ids, mask, positions, cache)
+        if len(rows) < len(prompt_ids):
+            pick = torch.tensor(index, device=dev)
+            cache.batch_select_indices(pick)
+            raw, mask, positions = raw[pick], mask[pick], positions[pick]
+        return raw, mask, positions[:, -1:] + 1, cache
 
     def _generation_prefix(self, row: Sequence[int]) -> str:
         """Text of a prompt after its last ``<|im_start|>`` (the assistant's generation prefix)."""
@@ -264,22 +331,16 @@ class HFEngine:
                                    for r, a in zip(prompt_ids, admissible, strict=True)])
         return c
 
-    def _decode(self, prompt_ids, params: SamplingParams, hook: TokenHook | None,
+    def _decode(self, model, prompt_ids, params: SamplingParams, hook: TokenHook | None,
                 streams: Sequence[torch.Generator], constraint: ActionConstraint | None = None):
         """The decode loop; returns per-step ``[B]`` records, lengths ``[B]`` and finish codes ``[B]``."""
-        from transformers import DynamicCache
-
         dev, batch = self.policy.device, len(prompt_ids)
         steps: dict[str, list[torch.Tensor]] = {k: [] for k in ("ids", "logps", "entropies", "signals", "forced")}
         lengths = torch.full((batch,), params.max_new_tokens, dtype=torch.long, device=dev)
         reasons = torch.full((batch,), FINISH_LENGTH, dtype=torch.long, device=dev)
         if params.max_new_tokens <= 0 or batch == 0:
             return steps, lengths.zero_(), reasons
-        ids, mask = left_pad(prompt_ids, self.policy.pad_id, dev)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at position 0
-        cache = DynamicCache(config=self.policy.model.config)
-        raw = self._forward(ids, mask, positions, cache)
-        positions = positions[:, -1:] + 1
+        raw, mask, positions, cache = self._prefill(model, prompt_ids)
         done = torch.zeros(batch, dtype=torch.bool, device=dev)
         no_force = torch.zeros(batch, dtype=torch.bool, device=dev)
         stop_table = self._stop_table(params.stop_strings, raw.shape[-1]) if params.stop_strings else None
@@ -290,16 +351,18 @@ class HFEngine:
             active = ~done
             force = hook.step(signal.m, active) if hook is not None else None
             allowed = constraint.mask(active) if constraint is not None else None
-            sample_from = logits if allowed is None else logits.masked_fill(~allowed.to(dev), float("-inf"))
             # One draw per live row (forced ones too): a row's stream use depends on neither hook nor batch.
             u = draw_uniforms(streams, active.tolist()) if params.temperature > 0 else None
-            chosen = sample_tokens(sample_from, params, u)
+            if allowed is None:
+                chosen = sample_tokens(logits, params, u, probs=signal.probs)
+            else:
+                chosen = sample_tokens(logits.masked_fill(~allowed.to(dev), float("-inf")), params, u)
             forced = no_force
             if force is not None:
                 forced = (force >= 0) & active
                 chosen = torch.where(forced, force, chosen)
             chosen = chosen.masked_fill(done, self.policy.pad_id)
-            logp = logits.gather(-1, chosen[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+            logp = signal.logprobs.gather(-1, chosen[:, None]).squeeze(-1)
             if hook is not None:
                 hook.observe(chosen, active)
             if constraint is not None:
@@ -317,7 +380,7 @@ class HFEngine:
             if bool(done.all()) or t + 1 == params.max_new_tokens:
                 break
             mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
-            raw = self._forward(chosen[:, None], mask, positions, cache)
+            raw = self._forward(model, chosen[:, None], mask, positions, cache)
             positions = positions + 1
         return steps, lengths, reasons
 
