@@ -73,6 +73,8 @@ def test_zero_spread_needs_persistence_and_unsaturated_success() -> None:
     assert (w.rule, w.step) == ("zero_spread_groups", 6)  # points 4, 5, 6 at ≥ 0.75
     # The same zero spread at 100 % success is saturation, not a warning.
     assert first_warnings(rows_of({K.DIAG_ZERO_SPREAD_GROUPS: z, K.SUCCESS_RATE: [1.0] * 7})) == []
+    # Zero spread from the first step (a policy that never solved a task: no signal to lose) is no news.
+    assert first_warnings(rows_of({K.DIAG_ZERO_SPREAD_GROUPS: [1.0] * 10, K.SUCCESS_RATE: [0.0] * 10})) == []
 
 
 def test_entropy_adv_cov_needs_positive_cov_and_falling_entropy() -> None:

@@ -47,6 +47,9 @@ class WarningThresholds:
     """reward_spread_drop: trailing mean over this many points before comparing with the peak."""
     zero_spread_rate: float = 0.75
     """zero_spread_groups: fraction of zero-spread groups at or above this ..."""
+    zero_spread_from: float = 0.5
+    """... after it was at or below this at an earlier point (the groups had a learning signal and lost it;
+    a policy that never solved anything has zero spread from its first step, which is no news) ..."""
     zero_spread_persist: int = 3
     """... for this many consecutive points ..."""
     zero_spread_max_success: float = 0.9
@@ -164,11 +167,13 @@ def scan_reward_spread(pts: Points, aux: Mapping[str, dict[int, float]], th: War
 
 def scan_zero_spread(pts: Points, aux: Mapping[str, dict[int, float]], th: WarningThresholds) -> Hit | None:
     """Zero-spread fraction ≥ ``zero_spread_rate`` for ``zero_spread_persist`` points while success (at the
-    same step, when logged) < ``zero_spread_max_success``."""
+    same step, when logged) < ``zero_spread_max_success``, after an earlier point ≤ ``zero_spread_from``."""
     success = aux.get(K.SUCCESS_RATE, {})
-    flags = [
-        v >= th.zero_spread_rate and success.get(step, 0.0) < th.zero_spread_max_success for step, v in pts
-    ]
+    had_signal = False
+    flags = []
+    for step, v in pts:
+        flags.append(had_signal and v >= th.zero_spread_rate and success.get(step, 0.0) < th.zero_spread_max_success)
+        had_signal = had_signal or v <= th.zero_spread_from
     i = persistent_index(flags, th.zero_spread_persist, start=th.min_history - 1)
     if i is None:
         return None
@@ -232,6 +237,24 @@ RULES: tuple[Rule, ...] = (
 RULE_DOCS: dict[str, str] = {r.name: r.doc for r in RULES}
 
 
+def warnings_from_points(series: Mapping[str, Mapping[int, float]], th: WarningThresholds | None = None
+                         ) -> list[Warning]:
+    """``first_warnings`` on series already split by key: ``{key: {step: value}}`` (train values only)."""
+    th = th or WarningThresholds()
+    aux = {k: dict(v) for k, v in series.items()}
+    found: list[Warning] = []
+    for rule in RULES:
+        pts = [(s, v) for s, v in _sorted(aux.get(rule.metric)) if math.isfinite(v)]
+        if not pts:
+            continue
+        hit = rule.scan(pts, aux, th)
+        if hit is not None:
+            i, value, message = hit
+            found.append(Warning(rule.name, pts[i][0], rule.metric, float(value), message))
+    found.sort(key=lambda w: (w.step, w.rule))
+    return found
+
+
 def first_warnings(rows: Iterable[Mapping[str, Any]], th: WarningThresholds | None = None) -> list[Warning]:
     """The first firing of every rule on a run's metrics rows, sorted by step.
 
@@ -243,21 +266,74 @@ def first_warnings(rows: Iterable[Mapping[str, Any]], th: WarningThresholds | No
         At most one ``Warning`` per rule, sorted by (step, rule). Rules whose metric is absent are skipped.
         Causal: the warnings of a prefix of the rows are the warnings of all rows with step ≤ its last step.
     """
-    th = th or WarningThresholds()
-    series = train_points(rows)
-    found: list[Warning] = []
-    for rule in RULES:
-        pts = _sorted(series.get(rule.metric))
-        if not pts:
-            continue
-        hit = rule.scan(pts, series, th)
-        if hit is not None:
-            i, value, message = hit
-            found.append(Warning(rule.name, pts[i][0], rule.metric, float(value), message))
-    found.sort(key=lambda w: (w.step, w.rule))
-    return found
+    return warnings_from_points(train_points(rows), th)
 
 
 def new_warnings(rows: Iterable[Mapping[str, Any]], step: int, th: WarningThresholds | None = None) -> list[Warning]:
     """Warnings whose first firing is exactly at ``step`` (the trainer calls this after logging ``step``)."""
     return [w for w in first_warnings(rows, th) if w.step == step]
+
+
+# --- lead times (report) -------------------------------------------------------------------------------
+
+ANY_RULE = "any rule"
+"""The pooled row for the earliest warning of any rule."""
+
+
+@dataclass(frozen=True)
+class RunWarnings:
+    """One run's warnings next to its collapse step (``report/detectors.py``; None = did not collapse)."""
+
+    name: str
+    variant: str
+    collapse_step: int | None
+    warnings: tuple[Warning, ...]
+
+    def lead(self, w: Warning) -> int | None:
+        """Steps from the warning to the collapse (> 0: the warning came first); None without a collapse."""
+        return None if self.collapse_step is None else self.collapse_step - w.step
+
+    def first(self, rule: str) -> Warning | None:
+        """The rule's warning (``ANY_RULE``: the earliest of all), or None."""
+        ws = self.warnings if rule == ANY_RULE else tuple(w for w in self.warnings if w.rule == rule)
+        return min(ws, key=lambda w: w.step) if ws else None
+
+
+def _median(xs: list[int]) -> float:
+    ys = sorted(xs)
+    n = len(ys)
+    return math.nan if not n else (ys[n // 2] if n % 2 else (ys[n // 2 - 1] + ys[n // 2]) / 2)
+
+
+def pooled_leads(runs: Iterable[RunWarnings], min_lead: int = 1) -> list[dict[str, Any]]:
+    """Per rule (and ``any rule``), pooled over runs.
+
+    Returns:
+        One dict per rule: ``collapsed`` (collapsed runs), ``warned_before`` (collapsed runs where the rule
+        fired at least ``min_lead`` steps before the collapse), ``leads`` (those lead times), ``median_lead``,
+        ``late`` (collapsed runs where it fired later than that), ``false_alarms`` (runs that did not
+        collapse but where it fired) and ``quiet`` (non-collapsed runs).
+    """
+    runs = list(runs)
+    out = []
+    for rule in [*(r.name for r in RULES), ANY_RULE]:
+        leads: list[int] = []
+        late = false_alarms = 0
+        for r in runs:
+            w = r.first(rule)
+            if w is None:
+                continue
+            lead = r.lead(w)
+            if lead is None:
+                false_alarms += 1
+            elif lead >= min_lead:
+                leads.append(lead)
+            else:
+                late += 1
+        collapsed = sum(r.collapse_step is not None for r in runs)
+        out.append({
+            "rule": rule, "collapsed": collapsed, "warned_before": len(leads), "leads": leads,
+            "median_lead": _median(leads), "late": late, "false_alarms": false_alarms,
+            "quiet": len(runs) - collapsed,
+        })
+    return out

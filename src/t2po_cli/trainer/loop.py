@@ -6,7 +6,9 @@
         rollout  = collect(...)                   multi-turn; TTI inside generation, TDS between turns
         adv      = advantages(rollout rows)       grpo | gigpo | rloo | ppo (GAE) | a2tgpo
         update   = policy_update(...)             PPO-clip (+ dual clip / adaptive turn clip), KL, entropy
+        diag     = diagnostics(rollout, adv, ...)  diag/* early-warning signals (diag/signals.py)
         metrics → metrics.jsonl (+ MLflow);  validate every N;  checkpoint every M
+        watch    = early-warning rules on the rows so far → continue | stop | rollback (trainer.on_collapse)
 
 Step numbering: step s is the state after s updates. Validation rows at step 0 measure the warm-start
 policy. The rollout RNG of step s is seeded from (seed, s), so a resumed run draws exactly the numbers an
@@ -38,6 +40,8 @@ from t2po_cli.run_folder import RunFolder
 from t2po_cli.tracking import keys as K
 from t2po_cli.tracking.jsonl import MetricsWriter, read_metrics
 from t2po_cli.trainer import checkpoint as ckpt
+from t2po_cli.trainer import diagnostics as diag
+from t2po_cli.trainer import watch as W
 from t2po_cli.trainer.advantage_step import compute_step_advantages
 from t2po_cli.trainer.rollout_metrics import rollout_metrics
 from t2po_cli.trainer.update import UpdateContext, policy_update
@@ -69,6 +73,7 @@ class Session:
     writer: MetricsWriter
     sink: MlflowSink | None
     progress: Progress = field(default_factory=NullProgress)
+    watch: W.Watch = field(default_factory=W.Watch)
 
 
 def _seed_everything(seed: int) -> None:
@@ -79,7 +84,8 @@ def _seed_everything(seed: int) -> None:
 def _step_generator(seed: int, step: int, phase: str) -> torch.Generator:
     """A generator seeded from (seed, step, phase): reproducible across resume, fresh for every step."""
     g = torch.Generator()
-    g.manual_seed((seed * 1_000_003 + step * 7919 + (0 if phase == "train" else 104_729)) % (2**63 - 1))
+    offset = {"train": 0, "diag": 7_368_787}.get(phase, 104_729)  # val keeps its historical offset
+    g.manual_seed((seed * 1_000_003 + step * 7919 + offset) % (2**63 - 1))
     return g
 
 
@@ -215,14 +221,42 @@ def _resume(s: Session) -> int:
         # A run killed before its first checkpoint restarts from scratch: drop any rows it had logged.
         s.writer.truncate_after(-1)
         return 0
+    _restore(s, found[-1])
+    s.watch.events = list(s.folder.read_status().get("warnings", []))  # type: ignore[arg-type]
+    return found[-1].step
+
+
+def _restore(s: Session, info: ckpt.CheckpointInfo) -> None:
+    """Load checkpoint ``info`` into the session and drop the metrics rows logged after it."""
     modules = {"policy": s.policy.model}
     if s.policy.value_head is not None:
         modules["value_head"] = s.policy.value_head
-    state = ckpt.load_checkpoint(found[-1], modules=modules, optimizers={"policy": s.ctx.optimizer})
+    state = ckpt.load_checkpoint(info, modules=modules, optimizers={"policy": s.ctx.optimizer})
     s.ctx.skipped_total = int(state.get("skipped_total", 0))
     s.ctx.nonfinite_total = int(state.get("nonfinite_total", 0))
-    s.writer.truncate_after(found[-1].step)
-    return found[-1].step
+    s.watch.restore(state)
+    s.writer.truncate_after(info.step)
+    s.watch.rows = read_metrics(s.writer.path) if s.writer.path.exists() else []
+
+
+def _checkpoint_before(s: Session, step: int) -> ckpt.CheckpointInfo | None:
+    """The newest checkpoint saved before ``step`` (the only use of the checkpoint listing for rollbacks:
+    the lead adapts it if the checkpoint API changes)."""
+    found = [c for c in ckpt.list_checkpoints(s.folder.checkpoints) if c.step < step]
+    return found[-1] if found else None
+
+
+def _rollback(s: Session, to: ckpt.CheckpointInfo) -> None:
+    """Restore ``to``, forget newer checkpoints, and scale the learning rate down (trainer.on_collapse)."""
+    import shutil
+
+    rollbacks = s.watch.rollbacks + 1
+    lr_scale = s.watch.lr_scale * s.cfg.trainer.rollback_lr_factor
+    for c in ckpt.list_checkpoints(s.folder.checkpoints):
+        if c.step > to.step:  # a resume must never pick up a checkpoint from the abandoned branch
+            shutil.rmtree(c.path, ignore_errors=True)
+    _restore(s, to)
+    s.watch.rollbacks, s.watch.lr_scale = rollbacks, lr_scale
 
 
 def _save(s: Session, step: int) -> None:
@@ -232,7 +266,7 @@ def _save(s: Session, step: int) -> None:
     ckpt.save_checkpoint(
         s.folder.checkpoints, step, modules=modules, optimizers={"policy": s.ctx.optimizer},
         extra={"data_cursor": step * s.cfg.trainer.tasks_per_step, "skipped_total": s.ctx.skipped_total,
-               "nonfinite_total": s.ctx.nonfinite_total},
+               "nonfinite_total": s.ctx.nonfinite_total, **s.watch.checkpoint_state()},
     )
 
 
@@ -241,7 +275,7 @@ def _set_lr(s: Session, step: int) -> None:
     warm = int(t.warmup_ratio * t.steps)
     factor = min(1.0, step / warm) if warm else 1.0
     for group in s.ctx.optimizer.param_groups:
-        group["lr"] = t.lr * factor
+        group["lr"] = t.lr * factor * s.watch.lr_scale  # lr_scale < 1 only after a rollback
 
 
 def train_step(s: Session, step: int) -> dict[str, float]:
@@ -255,10 +289,18 @@ def train_step(s: Session, step: int) -> dict[str, float]:
     metrics.update(adv.stats)
     if adv.warning:
         s.progress.note(f"step {step}: {adv.warning}")
+    metrics.update(diag.rollout_diagnostics(rollout, adv.advantages))
+    if cfg.diagnostics.template_mi_samples:
+        metrics.update(diag.template_diagnostics(
+            s.policy.model, rollout, cfg.diagnostics.template_mi_samples, s.policy.pad_id,
+            cfg.trainer.micro_batch_rows, _step_generator(cfg.trainer.seed, step, "diag")))
     _set_lr(s, step)
     t1 = time.perf_counter()
     metrics.update(policy_update(s.ctx, rollout.rows, adv.advantages, adv.returns, cfg,
                                  policy_loss=adv.policy_loss, nan_injector=_nan_injector(step)))
+    d = cfg.diagnostics
+    metrics.update(diag.grad_norm_z(s.watch.grad_norms(d.grad_norm_window), metrics.get(K.GRAD_NORM),
+                                    d.grad_norm_min_points))
     metrics[K.UPDATE_TIME] = time.perf_counter() - t1
     metrics[K.ROLLOUT_TIME] = t_roll
     metrics[K.STEP_TIME] = time.perf_counter() - t0
@@ -277,46 +319,101 @@ def train_run(run_dir: str | Path, progress: Progress | None = None) -> dict[str
     """Train (or resume) the run in ``run_dir``. Returns the last train and validation metrics.
 
     ``progress`` receives the warm start's and the steps' progress and the run's notes; the trainer itself
-    prints nothing.
+    prints nothing. An early warning is reported through ``progress.alert`` and acted on as
+    ``trainer.on_collapse`` says (``_on_warnings``); a stopped run ends with state ``stopped`` (resumable).
     """
     progress = progress or NullProgress()
     s = build_session(run_dir, progress=progress)
     t = s.cfg.trainer
     start = _resume(s)
-    s.folder.write_status("running", step=start, pid=os.getpid())
+    _status(s, "running", step=start, pid=os.getpid())
     if start:
         progress.note(f"resumed from checkpoint step {start}")
     last_train: dict[str, float] = {}
     last_val: dict[str, float] = {}
+    stopped_at: int | None = None
     try:
         if start == 0 and t.val_every:
             last_val = validate(s, 0)
             _log(s, 0, "val", last_val)
         progress.start("train", t.steps, start)
-        for step in range(start + 1, t.steps + 1):
+        step = start + 1
+        while step <= t.steps:
             last_train = train_step(s, step)
             _log(s, step, "train", last_train)
             if t.val_every and (step % t.val_every == 0 or step == t.steps):
                 last_val = validate(s, step)
                 _log(s, step, "val", last_val)
-            if step == t.steps or (t.save_every and step % t.save_every == 0):
+            saved = step == t.steps or (t.save_every and step % t.save_every == 0)
+            if saved:
                 _save(s, step)
-            s.folder.write_status("running", step=step, pid=os.getpid())
+            action = _on_warnings(s, step)
+            if action == W.STOP:
+                if not saved:
+                    _save(s, step)  # resumable from exactly here
+                stopped_at = step
+                break
+            if action == W.ROLLBACK:
+                step = s.watch.rows[-1]["step"] + 1 if s.watch.rows else 1
+                progress.update(step - 1, _progress_info(last_train, last_val))
+                continue
+            _status(s, "running", step=step, pid=os.getpid())
             progress.update(step, _progress_info(last_train, last_val))
+            step += 1
     except BaseException as e:
-        s.folder.write_status("failed", error=f"{type(e).__name__}: {e}"[:500])
+        _status(s, "failed", error=f"{type(e).__name__}: {e}"[:500])
         if s.sink is not None:
             s.sink.finish("FAILED")
         raise
     finally:
         progress.stop()
-    s.folder.write_status("finished", step=t.steps)
+    if stopped_at is not None:
+        _status(s, "stopped", step=stopped_at)
+        progress.note(f"stopped at step {stopped_at} (trainer.on_collapse={t.on_collapse}); continue with "
+                      f"`t2po train --resume {s.folder.path}` or inspect with `t2po report {s.folder.path}`")
+    else:
+        _status(s, "finished", step=t.steps)
     if s.sink is not None:
         s.sink.deliver(read_metrics(s.writer.path))
         s.sink.finish("FINISHED")
-    summary = {"steps": t.steps, "train": _headline(last_train), "val": _headline(last_val)}
-    progress.note(f"finished {s.folder.path}: val success {summary['val'].get('success_rate', float('nan')):.3f}")
+    summary = {"steps": stopped_at or t.steps, "train": _headline(last_train), "val": _headline(last_val)}
+    if stopped_at is None:
+        progress.note(f"finished {s.folder.path}: val success {summary['val'].get('success_rate', float('nan')):.3f}")
     return summary
+
+
+def _status(s: Session, state: str, **extra: object) -> None:
+    """status.json, with the early warnings so far (``warnings``: rule, step, metric, value, message, action)."""
+    if s.watch.events:
+        extra = {**extra, "warnings": s.watch.events, "rollbacks": s.watch.rollbacks}
+    s.folder.write_status(state, **extra)
+
+
+def _on_warnings(s: Session, step: int) -> str:
+    """Report the warnings that first fire at ``step`` and apply ``trainer.on_collapse`` to them.
+
+    Returns:
+        ``continue``, ``stop`` or ``rollback`` (the rollback is already done: the session is back at the
+        restored checkpoint, with the learning rate scaled by ``trainer.rollback_lr_factor``).
+    """
+    new = s.watch.check(step)
+    if not new:
+        return W.CONTINUE
+    t = s.cfg.trainer
+    before = _checkpoint_before(s, step) if t.on_collapse == W.ROLLBACK else None
+    action = W.decide(t.on_collapse, s.watch.rollbacks, t.max_rollbacks, before.step if before else None)
+    for w in new:
+        s.progress.alert(w.line())
+        s.watch.events.append(W.event(w, action))
+    if action == W.ROLLBACK and before is not None:
+        _rollback(s, before)
+        s.progress.note(f"rolled back to checkpoint step {before.step} (rollback {s.watch.rollbacks}/"
+                        f"{t.max_rollbacks}); learning rate × {s.watch.lr_scale:g}")
+        _status(s, "running", step=before.step, pid=os.getpid())
+    elif action == W.STOP and t.on_collapse == W.ROLLBACK:
+        why = "no checkpoint before the warning" if before is None else f"{t.max_rollbacks} rollbacks used"
+        s.progress.note(f"cannot roll back ({why}); stopping")
+    return action
 
 
 def _progress_info(train: dict[str, float], val: dict[str, float]) -> str:
@@ -337,5 +434,6 @@ def _headline(m: dict[str, float]) -> dict[str, float]:
 
 def _log(s: Session, step: int, split: str, metrics: dict[str, float]) -> None:
     row = s.writer.write(step, split, metrics)
+    s.watch.rows.append(row)
     if s.sink is not None:
         s.sink.deliver([row])
