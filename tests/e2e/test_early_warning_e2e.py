@@ -4,6 +4,7 @@ and ``trainer.on_collapse`` = stop (clean, resumable) and rollback (restore, low
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,7 @@ def _fire_at(monkeypatch: pytest.MonkeyPatch, steps: set[int]) -> list[int]:
 
 def test_on_collapse_stop_ends_cleanly_and_resumes(e2e_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = make_run(e2e_root, ["env=webshop", "trainer.steps=3", "trainer.save_every=0", "trainer.val_every=0",
-                              "trainer.on_collapse=stop"])
+                              "trainer.on_collapse=stop", "diagnostics.template_mi_samples=3"])
     _fire_at(monkeypatch, {2})
     summary = loop.train_run(run.path)
     status = json.loads((run.path / "status.json").read_text())
@@ -67,8 +68,11 @@ def test_on_collapse_stop_ends_cleanly_and_resumes(e2e_root: Path, monkeypatch: 
     loop.train_run(run.path)  # what `t2po train --resume` runs
     status = json.loads((run.path / "status.json").read_text())
     assert status["state"] == "finished" and status["warnings"][0]["action"] == "stop"
-    steps = [r["step"] for r in read_metrics(run.metrics_path) if r["split"] == "train"]
-    assert steps == [1, 2, 3]
+    train = [r for r in read_metrics(run.metrics_path) if r["split"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3]
+    for r in train:  # the template-collapse check on 3 sampled responses (9 scored sequences)
+        acc = r["metrics"][K.DIAG_TEMPLATE_RETRIEVAL_ACC]
+        assert 0.0 <= acc <= 1.0 and math.isfinite(r["metrics"][K.DIAG_TEMPLATE_MI])
 
 
 def test_on_collapse_rollback_restores_and_lowers_lr(e2e_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,3 +31,19 @@ def test_watch_history_and_state() -> None:
     assert w.checkpoint_state() == {"lr_scale": 0.25, "rollbacks": 2}
     w.restore({})
     assert (w.lr_scale, w.rollbacks) == (1.0, 0)
+
+
+def test_alert_is_a_panel_on_a_terminal_and_one_line_otherwise() -> None:
+    import io
+
+    from rich.console import Console
+
+    from t2po_cli.console import ConsoleProgress
+
+    line = "warning: step 12 diag/reward_spread fell to 0.02 (30% of its peak 0.07) — collapse may follow"
+    tty = io.StringIO()
+    ConsoleProgress(Console(file=tty, force_terminal=True, width=120)).alert(line)
+    assert "early warning" in tty.getvalue() and "╭" in tty.getvalue() and "fell to 0.02" in tty.getvalue()
+    plain = io.StringIO()
+    ConsoleProgress(Console(file=plain, force_terminal=False, width=200)).alert(line)
+    assert plain.getvalue() == line + "\n"
