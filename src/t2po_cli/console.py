@@ -50,6 +50,10 @@ class Progress(Protocol):
         """One line worth telling the user now (what is being built, a warning, a resume)."""
         ...
 
+    def alert(self, text: str) -> None:
+        """An early warning the user must not miss: one line (a yellow Rich panel on a terminal)."""
+        ...
+
     def stop(self) -> None:
         """The task ended (also on errors)."""
         ...
@@ -65,6 +69,9 @@ class NullProgress:
         pass
 
     def note(self, text: str) -> None:
+        pass
+
+    def alert(self, text: str) -> None:
         pass
 
     def stop(self) -> None:
@@ -130,6 +137,16 @@ class ConsoleProgress:
     def note(self, text: str) -> None:
         target = self._bar.console if self._bar is not None else self.console
         target.print(text, markup=False, highlight=False)
+
+    def alert(self, text: str) -> None:
+        target = self._bar.console if self._bar is not None else self.console
+        if target.is_terminal:
+            from rich.panel import Panel
+            from rich.text import Text
+
+            target.print(Panel(Text(text), title="early warning", border_style="yellow", expand=False))
+        else:
+            target.print(text, markup=False, highlight=False)
 
     def stop(self) -> None:
         if self._bar is not None:

@@ -121,6 +121,11 @@ def test_experiment_recipe_selects_groups() -> None:
         (["steps"], "KEY=VALUE"),
         (["trainer.constrained_actions=false", "trainer.constrained_queries=true"],
          "constrained_queries=true needs trainer.constrained_actions=true"),
+        (["trainer.on_collapse=halt"], "not one of continue, stop, rollback"),
+        (["trainer.rollback_lr_factor=0"], "out of range"),
+        (["trainer.max_rollbacks=-1"], "must be >= 0"),
+        (["diagnostics.template_mi_samples=1"], "set 0 (off) or N >= 2"),
+        (["diagnostics.grad_norm_window=0"], "must be > 0"),
     ],
 )
 def test_bad_config_is_one_clear_line(overrides: list[str], fragment: str) -> None:

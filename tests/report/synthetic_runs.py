@@ -29,10 +29,36 @@ class Spec:
     level: float = 0.7
 
 
+SPREAD_FALL = 10
+"""Steps before ``collapse_at`` at which the within-group reward spread starts to fall (RAGEN: spread
+collapses before the reward does); it reaches ~0 two steps before the collapse."""
+
+
+def diag_metrics(spec: Spec, step: int, rng: np.random.Generator) -> dict[str, float]:
+    """diag/* signals of one step: healthy noise, except a reward spread that falls ahead of a planted
+    collapse and a covariance that turns positive shortly before it."""
+    c = spec.collapse_at
+    spread = 0.3 + rng.uniform(-0.03, 0.03)
+    cov = -0.01 + rng.uniform(-0.005, 0.005)
+    zero = 0.2 + rng.uniform(-0.05, 0.05)
+    if c is not None and step >= c - SPREAD_FALL:
+        spread = max(0.01, 0.3 * (c - 2 - step) / (SPREAD_FALL - 2))
+        cov = 0.02 if step >= c - 6 else cov
+        zero = 1.0 if step >= c else zero
+    return {
+        K.DIAG_REWARD_SPREAD: spread, K.DIAG_ZERO_SPREAD_GROUPS: zero, K.DIAG_ENTROPY_ADV_COV: cov,
+        K.DIAG_LOGP_MISMATCH: 0.002 + rng.uniform(0, 0.002), K.DIAG_LOGP_MULT_ERROR: 1.002 + rng.uniform(0, 0.003),
+        K.DIAG_GRAD_NORM_Z: rng.uniform(-1.5, 1.5), K.DIAG_CLIP_FRAC_LOW: rng.uniform(0, 0.02),
+        K.DIAG_CLIP_FRAC_HIGH: rng.uniform(0, 0.02),
+    }
+
+
 def synthetic_rows(spec: Spec, steps: int = STEPS) -> list[tuple[int, str, dict[str, float]]]:
     """Train rows every step and val rows every VAL_EVERY steps; a collapse sends success, reward and
-    entropy down and KL up from ``collapse_at`` on."""
+    entropy down and KL up from ``collapse_at`` on, and the reward spread falls ahead of it (diag_metrics).
+    T2PO-on runs log the threshold trajectories of eta=auto and tau=auto."""
     rng = np.random.default_rng(spec.seed * 7919 + len(spec.name))
+    diag_rng = np.random.default_rng(spec.seed * 7919 + len(spec.name) + 1)  # leaves the other series as they were
     t2po_on = any(o in ("t2po=on", "t2po=tti", "t2po=tds") for o in spec.overrides)
     rows = []
     for step in range(steps):
@@ -54,6 +80,9 @@ def synthetic_rows(spec: Spec, steps: int = STEPS) -> list[tuple[int, str, dict[
         if t2po_on:
             m[K.TTI_INTERVENTION_RATE] = 0.3 + rng.uniform(-0.05, 0.05)
             m[K.TDS_RESAMPLE_RATE] = 0.15 + rng.uniform(-0.05, 0.05)
+            m[K.TDS_ETA] = 0.3 * np.exp(-step / 20) + 0.05 + diag_rng.uniform(0, 0.01)
+            m[K.TTI_TAU] = 0.01 * (1 + 0.5 * np.sin(step / 6)) + diag_rng.uniform(0, 1e-3)
+        m.update(diag_metrics(spec, step, diag_rng))
         rows.append((step, "train", m))
         if step % VAL_EVERY == 0 or step == steps - 1:
             val = 0.0 if collapsed else float(np.clip(learned + rng.uniform(-0.03, 0.03), 0, 1))

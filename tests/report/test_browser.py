@@ -1,4 +1,5 @@
-"""report.html in real headless Chromium: every embedded image decodes (naturalWidth > 0), offline."""
+"""report.html in real headless Chromium: every embedded image decodes (naturalWidth > 0), offline, and is
+shown at the page's width."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PROBE = """<script>
 window.addEventListener('load', function () {
   var imgs = Array.from(document.images).map(function (i) {
-    return {complete: i.complete, w: i.naturalWidth, h: i.naturalHeight, src: i.src.slice(0, 22)};
+    return {complete: i.complete, w: i.naturalWidth, h: i.naturalHeight, src: i.src.slice(0, 22),
+            shown: i.getBoundingClientRect().width, page: i.closest('section').getBoundingClientRect().width};
   });
   var pre = document.createElement('pre');
   pre.id = 'probe';
@@ -62,7 +64,8 @@ def test_report_images_load_in_chromium(experiment_dir: Path, tmp_path: Path, ca
     match = re.search(r'<pre id="probe">(.*?)</pre>', r.stdout, re.S)
     assert match, f"probe did not run (rc {r.returncode}): {r.stderr[-2000:]}"
     images = json.loads(html_lib.unescape(match.group(1)))
-    assert len(images) == 4
+    assert len(images) == 6
     for img in images:
         assert img["complete"] and img["w"] > 0 and img["h"] > 0, img
         assert img["src"].startswith("data:image/png;base64")
+        assert img["shown"] >= 0.95 * img["page"], img  # plots fill the page width, not a narrow column

@@ -16,7 +16,7 @@ from t2po_cli.cli.app import main
 from t2po_cli.tracking import keys as K
 from t2po_cli.tracking.jsonl import MetricsWriter
 
-PNGS = ("learning_curves.png", "stability.png", "t2po.png", "efficiency.png")
+PNGS = ("learning_curves.png", "stability.png", "t2po.png", "efficiency.png", "diagnostics.png", "thresholds.png")
 
 
 def _report(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -53,8 +53,9 @@ def test_end_to_end_report(experiment_dir: Path, capsys: pytest.CaptureFixture[s
     assert summary["skipped_plots"] == {"sensitivity": summary["skipped_plots"]["sensitivity"]}
 
     md = (folder / "report.md").read_text()
-    for section in ("## Overview", "## Variants", "## Collapse detection", "## Stability versus capability",
-                    "## T2PO activity", "## Threshold sensitivity and transfer", "## Efficiency", "## Notes"):
+    for section in ("## Overview", "## Variants", "## Collapse detection", "## Early warnings",
+                    "## Stability versus capability", "## T2PO activity", "## Threshold sensitivity and transfer",
+                    "## Threshold trajectories", "## Efficiency", "## Notes"):
         assert section in md
     assert "plot sensitivity skipped" in md
 
@@ -111,7 +112,8 @@ def test_missing_metrics_skip_plots_gracefully(tmp_path: Path, capsys: pytest.Ca
     rc, out, err = _report([str(run), "--json"], capsys)
     assert rc == 0, err
     summary = json.loads(out)
-    assert set(summary["skipped_plots"]) == {"stability", "t2po", "sensitivity", "efficiency"}
+    assert set(summary["skipped_plots"]) == {"stability", "t2po", "sensitivity", "efficiency", "diagnostics",
+                                             "thresholds"}
     assert summary["plots"]["learning_curves"] == "learning_curves.png"
     assert "actor/grad_norm" in summary["skipped_plots"]["stability"]
 

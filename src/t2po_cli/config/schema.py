@@ -22,6 +22,7 @@ DTYPES = ("float32", "bfloat16", "auto")
 ENGINES = ("hf", "vllm")
 LAUNCHERS = ("local", "slurm")
 STRATEGIES = ("none", "ddp", "fsdp")
+ON_COLLAPSE = ("continue", "stop", "rollback")
 
 
 @dataclass
@@ -182,10 +183,34 @@ class TrainerConfig:
     """torch intra-op threads; 0 = torch's default."""
     nan_guard: bool = True
     """Skip (and count) a step whose loss or gradient is non-finite."""
+    on_collapse: str = "continue"
+    """What an early warning (``report/early_warning.py``) does: ``continue`` (print it and record it in
+    status.json), ``stop`` (also save a checkpoint and end the run cleanly; ``t2po train --resume`` goes on)
+    or ``rollback`` (restore the newest checkpoint saved before the warning's step and multiply the learning
+    rate by ``rollback_lr_factor``; without such a checkpoint, or after ``max_rollbacks``, it stops)."""
+    max_rollbacks: int = 2
+    """``on_collapse=rollback``: rollbacks allowed per run; the next warning stops the run."""
+    rollback_lr_factor: float = 0.5
+    """``on_collapse=rollback``: each rollback multiplies the learning rate by this (in (0, 1]); a smaller
+    step is the usual cure for an update that pushed the policy off a cliff (PPO's trust-region argument)."""
     warmstart: WarmstartConfig = field(default_factory=WarmstartConfig)
     """Supervised warm start before RL."""
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     """Ranks, strategy and collective timeout."""
+
+
+@dataclass
+class DiagnosticsConfig:
+    """Early-warning diagnostics (``diag/*`` metrics, issue 17)."""
+
+    template_mi_samples: int = 0
+    """Template-collapse check (RAGEN-2): score N sampled responses under each other's prompts (N² scored
+    sequences per step) for ``diag/template_mi`` and ``diag/template_retrieval_acc``; 0 = off (the CPU
+    default: it costs N² forwards), else N ≥ 2."""
+    grad_norm_window: int = 20
+    """``diag/grad_norm_z``: the previous steps' gradient norms the robust z-score is measured against."""
+    grad_norm_min_points: int = 5
+    """``diag/grad_norm_z``: fewer past gradient norms than this log no z-score."""
 
 
 @dataclass
@@ -276,6 +301,8 @@ class RunConfig:
     """Environment."""
     t2po: T2POConfig = field(default_factory=T2POConfig)
     """T2PO controls."""
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    """Early-warning diagnostics."""
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     """Launcher."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

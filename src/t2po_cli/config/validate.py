@@ -68,6 +68,7 @@ def validate_config(cfg: s.RunConfig) -> None:
     _choice(cfg.launcher.name, s.LAUNCHERS, "launcher.name")
     _choice(cfg.trainer.distributed.strategy, s.STRATEGIES, "trainer.distributed.strategy")
     _positive(cfg.trainer.distributed.timeout_s, "trainer.distributed.timeout_s")
+    _choice(cfg.trainer.on_collapse, s.ON_COLLAPSE, "trainer.on_collapse")
     cfg.t2po.validate("t2po")
 
     t = cfg.trainer
@@ -95,11 +96,18 @@ def validate_config(cfg: s.RunConfig) -> None:
         ("trainer.entropy_coef", t.entropy_coef),
         ("trainer.kl_coef", t.kl_coef),
         ("env.history_length", cfg.env.history_length),
+        ("trainer.max_rollbacks", t.max_rollbacks),
+        ("diagnostics.template_mi_samples", cfg.diagnostics.template_mi_samples),
+        ("diagnostics.grad_norm_min_points", cfg.diagnostics.grad_norm_min_points),
     ):
         _positive(val, key, allow_zero=True)
     _positive(t.lr, "trainer.lr")
     _positive(t.grad_clip, "trainer.grad_clip")
     _range(t.warmup_ratio, 0.0, 1.0, "trainer.warmup_ratio")
+    _range(t.rollback_lr_factor, 0.0, 1.0, "trainer.rollback_lr_factor", lo_open=True)
+    _positive(cfg.diagnostics.grad_norm_window, "diagnostics.grad_norm_window")
+    if cfg.diagnostics.template_mi_samples == 1:
+        raise ConfigError("diagnostics.template_mi_samples=1 cannot compare prompts; set 0 (off) or N >= 2")
     for phase in ("train_sampling", "val_sampling"):
         sp: s.SamplingConfig = getattr(t, phase)
         _positive(sp.temperature, f"trainer.{phase}.temperature", allow_zero=True)

@@ -15,6 +15,14 @@ from typing import Any
 
 from t2po_cli.report import plots
 from t2po_cli.report.detectors import DETECTOR_DOCS, RunVerdict, Thresholds, judge_run
+from t2po_cli.report.early_warning import (
+    ANY_RULE,
+    RULE_DOCS,
+    RunWarnings,
+    WarningThresholds,
+    pooled_leads,
+    warnings_from_points,
+)
 from t2po_cli.report.load import (
     ETA_KEY,
     SEED_KEY,
@@ -34,6 +42,7 @@ from t2po_cli.report.tables import (
     transfer,
     variant_rows,
 )
+from t2po_cli.tracking import keys as K
 
 
 @dataclass
@@ -52,6 +61,8 @@ class Analysis:
     inputs: Sequence[str]
     notes: Sequence[str]
     th: Thresholds
+    warned: list[RunWarnings] = field(default_factory=list)
+    leads: list[dict[str, Any]] = field(default_factory=list)
     images: dict[str, Image] = field(default_factory=dict)
 
 
@@ -101,6 +112,9 @@ def build_report(
         "eta": sensitivity(runs, summaries, ETA_KEY, "t2po.tds.enabled"),
     }
     xfer = {name: transfer(s) for name, s in sens.items()}
+    warned = [RunWarnings(s.name, s.variant, s.collapse_step, tuple(run_warnings(r))) for r, s in
+              ((r, summaries[r.source]) for rs in groups.values() for r in rs)]
+    by_source = {r.source: w.warnings for r, w in zip((r for rs in groups.values() for r in rs), warned, strict=True)}
 
     figures: dict[str, Any] = {
         "learning_curves": plots.plot_learning_curves(groups, verdicts),
@@ -108,8 +122,11 @@ def build_report(
         "t2po": plots.plot_t2po(groups),
         "sensitivity": plots.plot_sensitivity(sens),
         "efficiency": plots.plot_efficiency(groups, summaries),
+        "diagnostics": plots.plot_diagnostics(groups, by_source),
+        "thresholds": plots.plot_thresholds(groups),
     }
-    a = Analysis(runs, groups, ordered, verdicts, vrows, srows, sens, xfer, group_keys, inputs, notes, th)
+    a = Analysis(runs, groups, ordered, verdicts, vrows, srows, sens, xfer, group_keys, inputs, notes, th,
+                 warned, pooled_leads(warned))
     with tempfile.TemporaryDirectory(prefix="t2po-report-") as scratch:
         pngs: dict[str, Path] = {}
         for name, fig in figures.items():
@@ -123,6 +140,13 @@ def build_report(
         final = write_report(target, "t2po report", _sections(a), summary, pngs)
     summary["out"] = str(final)
     return ReportResult(final, summary, vrows)
+
+
+def run_warnings(run: RunData) -> list[Any]:
+    """The early warnings of one run, from its train series (``report/early_warning.py``)."""
+    points = {k: {int(st): float(v) for st, v in zip(s.steps, s.values, strict=True)}
+              for k, s in run.series.items() if not k.startswith(K.VAL_PREFIX)}
+    return warnings_from_points(points)
 
 
 def _summary(a: Analysis) -> dict[str, Any]:
@@ -141,9 +165,11 @@ def _summary(a: Analysis) -> dict[str, Any]:
                 "curve": s.curve, "final_success": s.final, "best_success": s.best, "auc": s.auc,
                 "peak_before_collapse": s.peak_before_collapse, "tokens_per_episode": s.tokens,
                 "turns_per_episode": s.turns, "last_step": s.steps, **a.verdicts[s.source].to_dict(),
+                "warnings": [{**w.to_dict(), "lead": rw.lead(w)} for w in rw.warnings],
             }
-            for s in a.ordered
+            for s, rw in zip(a.ordered, a.warned, strict=True)
         ],
+        "early_warnings": {"thresholds": WarningThresholds().to_dict(), "pooled": a.leads},
         "sensitivity": a.sens,
         "transfer": a.xfer,
         "plots": {name: img.file for name, img in a.images.items()},
@@ -166,12 +192,18 @@ def _sections(a: Analysis) -> list[Section]:
     images = a.images
     secs = [_overview(a), _variants_section(a.vrows, images)]
     secs.append(_collapse_section(a.ordered, a.verdicts, a.th))
+    secs.append(_warnings_section(a, images))
     secs.append(_stability_section(a.srows, images))
     secs.append(Section("T2PO activity", [
         "TTI intervention rate (forced `</think>` per turn), TDS resample rate, and tokens per episode.",
         images["t2po"],
     ]))
     secs.append(_threshold_section(a.sens, a.xfer, images))
+    secs.append(Section("Threshold trajectories", [
+        "The TDS threshold η (`t2po/tds/eta`) and TTI tolerance τ (`t2po/tti/tau`) in use at each step, as "
+        "chosen by `t2po.tds.eta=auto` / `t2po.tti.tau=auto` (a fixed value is a flat line).",
+        images["thresholds"],
+    ]))
     secs.append(Section("Efficiency", [
         "Final success against tokens per episode (mean over training): dots are runs, diamonds are "
         "variant means with ± sd bars. Up and to the left is better.",
@@ -237,6 +269,34 @@ def _collapse_section(ordered: list[RunSummary], verdicts: dict[str, RunVerdict]
     sec.p("Detectors and thresholds (`report/detectors.py::Thresholds`):")
     sec.blocks.append([f"`{name}`: {doc}" for name, doc in DETECTOR_DOCS.items()])
     sec.blocks.append(Table(["threshold", "value"], [[k, str(v)] for k, v in th.to_dict().items()]))
+    return sec
+
+
+def _warnings_section(a: Analysis, images: dict[str, Image]) -> Section:
+    sec = Section("Early warnings")
+    sec.p("Rules on the `diag/*` signals that may precede a collapse (`report/early_warning.py`; the trainer "
+          "runs the same rules live and acts on them as `trainer.on_collapse` says). **lead** = collapse step "
+          "− warning step: positive when the warning came first.")
+    sec.blocks.append(Table(
+        ["run", "variant", "collapse step", "warnings (step, lead)"],
+        [[w.name, w.variant, _num(w.collapse_step),
+          "; ".join(f"{x.rule}@{x.step}" + ("" if w.lead(x) is None else f" (lead {w.lead(x)})")
+                    for x in w.warnings) or "none"]
+         for w in a.warned],
+    ))
+    sec.p("Pooled over runs: collapsed runs where the rule fired at least one step before the collapse, the "
+          "median lead time, late warnings (at or after the collapse), and *false alarms* (the rule fired in "
+          "a run that did not collapse).")
+    sec.blocks.append(Table(
+        ["rule", "warned before collapse", "median lead", "leads", "late", "false alarms"],
+        [[r["rule"], f"{r['warned_before']}/{r['collapsed']}", _num(r["median_lead"]),
+          ", ".join(map(str, r["leads"])) or "—", str(r["late"]), f"{r['false_alarms']}/{r['quiet']}"]
+         for r in a.leads],
+    ))
+    sec.blocks.append([f"`{name}`: {doc}" for name, doc in RULE_DOCS.items()]
+                      + [f"`{ANY_RULE}`: the earliest warning of any rule"])
+    sec.p("Signals (mean ± sd across seeds per variant); ▼ marks a run's first warning.")
+    sec.blocks.append(images["diagnostics"])
     return sec
 
 

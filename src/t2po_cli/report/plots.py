@@ -137,7 +137,7 @@ def _panel(groups: Groups, keys: Sequence[str], title: str, log_keys: Sequence[s
     if not present:
         return f"none of {', '.join(keys)} logged"
     colors = _colors(list(groups))
-    ncols = min(len(keys), 2 if len(keys) == 4 else len(keys))
+    ncols = 2 if len(keys) == 4 else min(len(keys), 3)
     nrows = math.ceil(len(keys) / ncols)
     fig = Figure(figsize=(5.0 * ncols, 3.2 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
@@ -178,6 +178,40 @@ def plot_t2po(groups: Groups) -> Figure | str:
     if not (_any(groups, K.TTI_INTERVENTION_RATE) or _any(groups, K.TDS_RESAMPLE_RATE)):
         return f"neither {K.TTI_INTERVENTION_RATE} nor {K.TDS_RESAMPLE_RATE} logged (T2PO off everywhere?)"
     return _panel(groups, (K.TTI_INTERVENTION_RATE, K.TDS_RESAMPLE_RATE, K.TOKENS_PER_EPISODE), "T2PO activity")
+
+
+def plot_diagnostics(groups: Groups, warnings: Mapping[str, Sequence[Any]]) -> Figure | str:
+    """The ``diag/*`` early-warning signals that were logged (mean ± sd across seeds per variant), with a ▼ at
+    each run's first warning on the metric its rule reads.
+
+    Args:
+        groups: variant → runs.
+        warnings: run source → its ``early_warning.Warning`` list.
+    """
+    keys = [k for k in K.DIAG_KEYS if _any(groups, k)]
+    if not keys:
+        return "no diag/* metric logged (runs from before the early-warning signals)"
+    fig = _panel(groups, keys, "early-warning signals; ▼ = a run's first warning")
+    if isinstance(fig, str):
+        return fig
+    colors = _colors(list(groups))
+    axes = {ax.get_title(): ax for ax in fig.axes}
+    for label, runs in groups.items():
+        for r in runs:
+            for w in warnings.get(r.source, ()):
+                if w.metric in axes:
+                    axes[w.metric].plot([w.step], [w.value], marker="v", ms=8, color=colors[label],
+                                        mec="black", mew=0.6, ls="none")
+    return fig
+
+
+def plot_thresholds(groups: Groups) -> Figure | str:
+    """Threshold trajectories: the TDS η and TTI τ each step chose (``t2po.tds.eta=auto`` /
+    ``t2po.tti.tau=auto``), for whichever of the two a run logged."""
+    keys = [k for k in (K.TDS_ETA, K.TTI_TAU) if _any(groups, k)]
+    if not keys:
+        return f"neither {K.TDS_ETA} nor {K.TTI_TAU} logged (fixed thresholds everywhere)"
+    return _panel(groups, keys, "threshold trajectories", log_keys=(K.TTI_TAU,))
 
 
 def plot_sensitivity(sens: Mapping[str, Mapping[str, list[dict[str, Any]]]]) -> Figure | str:
@@ -240,5 +274,5 @@ def plot_efficiency(groups: Groups, summaries: Mapping[str, RunSummary]) -> Figu
 def save_png(fig: Figure, path: Path) -> Path:
     """Render on the Agg canvas and write a PNG."""
     FigureCanvasAgg(fig)
-    fig.savefig(path, format="png", dpi=100)
+    fig.savefig(path, format="png", dpi=150)  # crisp when stretched to the page width
     return path

@@ -15,6 +15,7 @@ import base64
 import html
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +136,7 @@ table{border-collapse:collapse;margin:.6rem 0;font-size:.85rem}
 th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:left;vertical-align:top}
 th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}
 img{max-width:100%;height:auto;border:1px solid #eee}figure{margin:1rem 0}
+figure img{width:100%}
 figcaption{font-size:.85rem;color:#555}.skipped{color:#8a6d3b;background:#fcf8e3;padding:.4rem .6rem}
 code{background:#f3f3f3;padding:0 .2rem}
 """
@@ -149,13 +151,28 @@ def _img_tag(img: Image, folder: Path) -> str:
             f"<figcaption>{alt} ({html.escape(img.file)})</figcaption></figure>")
 
 
-def _inline(text: str) -> str:
-    """Escape, then turn `code` spans and **bold** into tags (the only markup the sections use)."""
-    import re
+_CODE = re.compile(r"`([^`]+)`")
+_BOLD = re.compile(r"\*\*([^*]+)\*\*")
+_EM = re.compile(r"(?<![*\w])\*([^*\s](?:[^*]*[^*\s])?)\*(?![*\w])")
+"""``*emphasis*``: single asterisks around text that neither starts nor ends with a space (so ``a * b`` and
+``2*3*4`` stay literal)."""
 
-    t = html.escape(text)
-    t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", t)
+
+def _inline(text: str) -> str:
+    """Escape, then turn `code` spans, **bold** and *emphasis* into tags (the markup the sections use).
+
+    Code spans are set aside first, so asterisks inside them stay literal.
+    """
+    spans: list[str] = []
+
+    def keep(m: re.Match[str]) -> str:
+        spans.append(f"<code>{m.group(1)}</code>")
+        return f"\x00{len(spans) - 1}\x00"
+
+    t = _CODE.sub(keep, html.escape(text))
+    t = _BOLD.sub(r"<b>\1</b>", t)
+    t = _EM.sub(r"<em>\1</em>", t)
+    return re.sub("\x00(\\d+)\x00", lambda m: spans[int(m.group(1))], t)
 
 
 def to_html(title: str, sections: list[Section], folder: Path) -> str:

@@ -6,7 +6,9 @@
         rollout  = collect(...)                   multi-turn; TTI inside generation, TDS between turns
         adv      = advantages(rollout rows)       grpo | gigpo | rloo | ppo (GAE) | a2tgpo
         update   = policy_update(...)             PPO-clip (+ dual clip / adaptive turn clip), KL, entropy
+        diag     = diagnostics(rollout, adv, ...)  diag/* early-warning signals (diag/signals.py)
         metrics → metrics.jsonl (+ MLflow);  validate every N;  checkpoint every M
+        watch    = early-warning rules on the rows so far → continue | stop | rollback (trainer.on_collapse)
 
 Across ranks (``trainer.distributed.strategy`` ddp|fsdp, ``trainer/distributed.py``) every rank runs this
 same loop on its share of the step's tasks; metrics are reduced over ranks and only rank 0 writes them.
@@ -43,7 +45,9 @@ from t2po_cli.run_folder import RunFolder
 from t2po_cli.tracking import keys as K
 from t2po_cli.tracking.jsonl import MetricsWriter, read_metrics
 from t2po_cli.trainer import checkpoint as ckpt
+from t2po_cli.trainer import diagnostics as diag
 from t2po_cli.trainer import distributed as D
+from t2po_cli.trainer import watch as W
 from t2po_cli.trainer.advantage_step import compute_step_advantages
 from t2po_cli.trainer.rollout_metrics import rollout_metrics
 from t2po_cli.trainer.update import UpdateContext, policy_update
@@ -78,11 +82,17 @@ class Session:
     world: D.World = D.SINGLE
     """The ranks; ``policy`` is what the engine generates with (under FSDP an unsharded replica of
     ``ctx.model``, refreshed after every update)."""
+    watch: W.Watch = field(default_factory=W.Watch)
 
 
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+def _diag_generator(seed: int, step: int) -> torch.Generator:
+    """The template-collapse check's subsample generator for step ``step`` (not a rollout stream)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7919 + 7_368_787) % (2**63 - 1))
 
 
 def train_tasks(cfg: RunConfig, family: EnvFamily, step: int) -> list[Task]:
@@ -259,18 +269,51 @@ def _resume(s: Session) -> int:
         if s.world.is_main:
             s.writer.truncate_after(-1)
         return 0
+    _restore(s, found[-1])
+    s.watch.events = list(s.folder.read_status().get("warnings", []))  # type: ignore[arg-type]
+    return found[-1].step
+
+
+def _restore(s: Session, info: ckpt.CheckpointInfo) -> None:
+    """Load checkpoint ``info`` into the session (every rank) and drop the metrics rows logged after it."""
     if s.world.active:
         # Sharded (torch.distributed.checkpoint): any world size loads what any world size saved.
-        state = ckpt.load_distributed(found[-1], s.ctx.model, s.ctx.optimizer, s.policy.value_head, s.world.rank)
+        state = ckpt.load_distributed(info, s.ctx.model, s.ctx.optimizer, s.policy.value_head, s.world.rank)
         if s.world.strategy == "fsdp":
             D.sync_replica(s.ctx.model, s.policy.model)
     else:
-        state = ckpt.load_checkpoint(found[-1], modules=_modules(s), optimizers={"policy": s.ctx.optimizer})
+        state = ckpt.load_checkpoint(info, modules=_modules(s), optimizers={"policy": s.ctx.optimizer})
     s.ctx.skipped_total = int(state.get("skipped_total", 0))
     s.ctx.nonfinite_total = int(state.get("nonfinite_total", 0))
+    s.watch.restore(state)
+    # Every rank keeps the same rows for the warning rules (rank 0 alone rewrites the file).
+    rows = read_metrics(s.writer.path) if s.writer.path.exists() else []
+    s.watch.rows = [r for r in rows if r["step"] <= info.step]
+    D.barrier(s.world)  # every rank has read the rows before rank 0 truncates the file
     if s.world.is_main:
-        s.writer.truncate_after(found[-1].step)
-    return found[-1].step
+        s.writer.truncate_after(info.step)
+
+
+def _checkpoint_before(s: Session, step: int) -> ckpt.CheckpointInfo | None:
+    """The newest checkpoint saved before ``step`` (rollbacks)."""
+    found = [c for c in ckpt.list_checkpoints(s.folder.checkpoints) if c.step < step]
+    return found[-1] if found else None
+
+
+def _rollback(s: Session, to: ckpt.CheckpointInfo) -> None:
+    """Restore ``to``, forget newer checkpoints, and scale the learning rate down (trainer.on_collapse)."""
+    import shutil
+
+    rollbacks = s.watch.rollbacks + 1
+    lr_scale = s.watch.lr_scale * s.cfg.trainer.rollback_lr_factor
+    _restore(s, to)
+    D.barrier(s.world)  # every rank has loaded ``to`` before the newer checkpoints go
+    if s.world.is_main:
+        for c in ckpt.list_checkpoints(s.folder.checkpoints):
+            if c.step > to.step:  # a resume must never pick up a checkpoint from the abandoned branch
+                shutil.rmtree(c.path, ignore_errors=True)
+    D.barrier(s.world)
+    s.watch.rollbacks, s.watch.lr_scale = rollbacks, lr_scale
 
 
 def _modules(s: Session) -> dict[str, torch.nn.Module]:
@@ -282,7 +325,7 @@ def _modules(s: Session) -> dict[str, torch.nn.Module]:
 
 def _save(s: Session, step: int) -> None:
     extra = {"data_cursor": step * s.cfg.trainer.tasks_per_step, "skipped_total": s.ctx.skipped_total,
-             "nonfinite_total": s.ctx.nonfinite_total}
+             "nonfinite_total": s.ctx.nonfinite_total, **s.watch.checkpoint_state()}
     if s.world.active:
         ckpt.save_distributed(s.folder.checkpoints, step, s.ctx.model, s.ctx.optimizer, s.policy.value_head,
                               world=s.world, extra=extra)
@@ -296,7 +339,7 @@ def _set_lr(s: Session, step: int) -> None:
     warm = int(t.warmup_ratio * t.steps)
     factor = min(1.0, step / warm) if warm else 1.0
     for group in s.ctx.optimizer.param_groups:
-        group["lr"] = t.lr * factor
+        group["lr"] = t.lr * factor * s.watch.lr_scale  # lr_scale < 1 only after a rollback
 
 
 def train_step(s: Session, step: int) -> dict[str, float]:
@@ -311,12 +354,20 @@ def train_step(s: Session, step: int) -> dict[str, float]:
     metrics.update(adv.stats)
     if adv.warning:
         s.progress.note(f"step {step}: {adv.warning}")
+    metrics.update(diag.rollout_diagnostics(rollout, adv.advantages))
+    if cfg.diagnostics.template_mi_samples:
+        metrics.update(diag.template_diagnostics(
+            s.policy.model, rollout, cfg.diagnostics.template_mi_samples, s.policy.pad_id,
+            cfg.trainer.micro_batch_rows, _diag_generator(cfg.trainer.seed, step)))
     _set_lr(s, step)
     t1 = time.perf_counter()
     metrics.update(policy_update(s.ctx, rollout.rows, adv.advantages, adv.returns, cfg,
                                  policy_loss=adv.policy_loss, nan_injector=_nan_injector(step)))
     if s.world.strategy == "fsdp":
         D.sync_replica(s.ctx.model, s.policy.model)  # the engine's unsharded copy gets the new weights
+    d = cfg.diagnostics
+    metrics.update(diag.grad_norm_z(s.watch.grad_norms(d.grad_norm_window), metrics.get(K.GRAD_NORM),
+                                    d.grad_norm_min_points))
     metrics[K.UPDATE_TIME] = time.perf_counter() - t1
     metrics[K.ROLLOUT_TIME] = t_roll
     metrics[K.STEP_TIME] = time.perf_counter() - t0
@@ -346,7 +397,8 @@ def train_run(run_dir: str | Path, progress: Progress | None = None) -> dict[str
     """Train (or resume) the run in ``run_dir``. Returns the last train and validation metrics.
 
     ``progress`` receives the warm start's and the steps' progress and the run's notes; the trainer itself
-    prints nothing.
+    prints nothing. An early warning is reported through ``progress.alert`` and acted on as
+    ``trainer.on_collapse`` says (``_on_warnings``); a stopped run ends with state ``stopped`` (resumable).
     """
     progress = progress or NullProgress()
     s = build_session(run_dir, progress=progress)
@@ -360,46 +412,98 @@ def _train(s: Session, progress: Progress) -> dict[str, Any]:
     t = s.cfg.trainer
     main = s.world.is_main
     start = _resume(s)
-    if main:
-        if s.world.active:
-            D.record_world(s.folder.path, s.world)
-        s.folder.write_status("running", step=start, pid=os.getpid())
+    if main and s.world.active:
+        D.record_world(s.folder.path, s.world)
+    _status(s, "running", step=start, pid=os.getpid())
     if start:
         progress.note(f"resumed from checkpoint step {start}")
     last_train: dict[str, float] = {}
     last_val: dict[str, float] = {}
+    stopped_at: int | None = None
     try:
         if start == 0 and t.val_every:
             last_val = validate(s, 0)
             _log(s, 0, "val", last_val)
         progress.start("train", t.steps, start)
-        for step in range(start + 1, t.steps + 1):
+        step = start + 1
+        while step <= t.steps:
             last_train = train_step(s, step)
             _log(s, step, "train", last_train)
             if t.val_every and (step % t.val_every == 0 or step == t.steps):
                 last_val = validate(s, step)
                 _log(s, step, "val", last_val)
-            if step == t.steps or (t.save_every and step % t.save_every == 0):
+            saved = step == t.steps or (t.save_every and step % t.save_every == 0)
+            if saved:
                 _save(s, step)
-            if main:
-                s.folder.write_status("running", step=step, pid=os.getpid())
+            action = _on_warnings(s, step)
+            if action == W.STOP:
+                if not saved:
+                    _save(s, step)  # resumable from exactly here
+                stopped_at = step
+                break
+            if action == W.ROLLBACK:
+                step = s.watch.rows[-1]["step"] + 1 if s.watch.rows else 1
+                progress.update(step - 1, _progress_info(last_train, last_val))
+                continue
+            _status(s, "running", step=step, pid=os.getpid())
             progress.update(step, _progress_info(last_train, last_val))
+            step += 1
     except BaseException as e:
-        if main:
-            s.folder.write_status("failed", error=f"{type(e).__name__}: {e}"[:500])
+        _status(s, "failed", error=f"{type(e).__name__}: {e}"[:500])
         if s.sink is not None:
             s.sink.finish("FAILED")
         raise
     finally:
         progress.stop()
-    if main:
-        s.folder.write_status("finished", step=t.steps)
+    if stopped_at is not None:
+        _status(s, "stopped", step=stopped_at)
+        progress.note(f"stopped at step {stopped_at} (trainer.on_collapse={t.on_collapse}); continue with "
+                      f"`t2po train --resume {s.folder.path}` or inspect with `t2po report {s.folder.path}`")
+    else:
+        _status(s, "finished", step=t.steps)
     if s.sink is not None:
         s.sink.deliver(read_metrics(s.writer.path))
         s.sink.finish("FINISHED")
-    summary = {"steps": t.steps, "train": _headline(last_train), "val": _headline(last_val)}
-    progress.note(f"finished {s.folder.path}: val success {summary['val'].get('success_rate', float('nan')):.3f}")
+    summary = {"steps": stopped_at or t.steps, "train": _headline(last_train), "val": _headline(last_val)}
+    if stopped_at is None:
+        progress.note(f"finished {s.folder.path}: val success {summary['val'].get('success_rate', float('nan')):.3f}")
     return summary
+
+
+def _status(s: Session, state: str, **extra: object) -> None:
+    """status.json, with the early warnings so far (``warnings``: rule, step, metric, value, message, action)."""
+    if not s.world.is_main:
+        return
+    if s.watch.events:
+        extra = {**extra, "warnings": s.watch.events, "rollbacks": s.watch.rollbacks}
+    s.folder.write_status(state, **extra)
+
+
+def _on_warnings(s: Session, step: int) -> str:
+    """Report the warnings that first fire at ``step`` and apply ``trainer.on_collapse`` to them.
+
+    Returns:
+        ``continue``, ``stop`` or ``rollback`` (the rollback is already done: the session is back at the
+        restored checkpoint, with the learning rate scaled by ``trainer.rollback_lr_factor``).
+    """
+    new = s.watch.check(step)
+    if not new:
+        return W.CONTINUE
+    t = s.cfg.trainer
+    before = _checkpoint_before(s, step) if t.on_collapse == W.ROLLBACK else None
+    action = W.decide(t.on_collapse, s.watch.rollbacks, t.max_rollbacks, before.step if before else None)
+    for w in new:
+        s.progress.alert(w.line())
+        s.watch.events.append(W.event(w, action))
+    if action == W.ROLLBACK and before is not None:
+        _rollback(s, before)
+        s.progress.note(f"rolled back to checkpoint step {before.step} (rollback {s.watch.rollbacks}/"
+                        f"{t.max_rollbacks}); learning rate × {s.watch.lr_scale:g}")
+        _status(s, "running", step=before.step, pid=os.getpid())
+    elif action == W.STOP and t.on_collapse == W.ROLLBACK:
+        why = "no checkpoint before the warning" if before is None else f"{t.max_rollbacks} rollbacks used"
+        s.progress.note(f"cannot roll back ({why}); stopping")
+    return action
 
 
 def _progress_info(train: dict[str, float], val: dict[str, float]) -> str:
@@ -420,7 +524,11 @@ def _headline(m: dict[str, float]) -> dict[str, float]:
 
 def _log(s: Session, step: int, split: str, metrics: dict[str, float]) -> None:
     if not s.world.is_main:
+        # The metrics are already reduced over ranks: every rank keeps the row so that the early-warning rules
+        # (and ``trainer.on_collapse``) decide the same on every rank; rank 0 alone writes it.
+        s.watch.rows.append({"step": int(step), "split": split, "metrics": dict(metrics)})
         return
     row = s.writer.write(step, split, metrics)
+    s.watch.rows.append(row)
     if s.sink is not None:
         s.sink.deliver([row])

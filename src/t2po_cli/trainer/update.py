@@ -19,6 +19,7 @@ import torch
 from t2po_cli.algo import losses as L
 from t2po_cli.algo.registry import PolicyLoss
 from t2po_cli.config.schema import RunConfig
+from t2po_cli.diag import signals
 from t2po_cli.rollout.collector import TurnRow
 from t2po_cli.tracking import keys as K
 from t2po_cli.trainer import distributed as D
@@ -101,6 +102,32 @@ def _mini_batches(idx: list[int], cfg: RunConfig, num_rows_total: int) -> Iterat
         yield idx[k : k + per]
 
 
+def _diagnostics(
+    rows: list[TurnRow],
+    chunk: list[int],
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    adv: torch.Tensor,
+    mask: torch.Tensor,
+    cfg: RunConfig,
+    before_update: bool,
+) -> dict[str, float]:
+    """Clip fractions by side, and (on the trainer's log-probs from before any optimiser step of this update)
+    the rollout/trainer mismatch against the engine's log-probs of the same tokens (diag/signals.py)."""
+    low, high = signals.clip_fractions(logps.detach(), old_logps, adv, mask, cfg.algo.clip_low, cfg.algo.clip_high)
+    out = {K.DIAG_CLIP_FRAC_LOW: low, K.DIAG_CLIP_FRAC_HIGH: high}
+    if before_update:
+        # π_old is the trainer's pre-update forward (recomputed, or the detached current log-prob on the
+        # single-pass path): the engine sampled from the same weights, so any gap is numerics or staleness.
+        roll = torch.zeros_like(old_logps)
+        for j, i in enumerate(chunk):
+            n = min(len(rows[i].rollout_logps), roll.shape[1])
+            roll[j, :n] = rows[i].rollout_logps[:n].float()
+        mis, mult = signals.logp_mismatch(roll, old_logps.detach(), mask)
+        out.update({K.DIAG_LOGP_MISMATCH: mis, K.DIAG_LOGP_MULT_ERROR: mult})
+    return out
+
+
 def policy_update(
     ctx: UpdateContext,
     rows: list[TurnRow],
@@ -135,13 +162,14 @@ def policy_update(
     reuse_current = t.ppo_epochs == 1 and len(mbs) == 1
     old = {} if reuse_current else _old_logps(ctx, rows, idx, t.micro_batch_rows, mask_forced)
     ctx.model.train()
-    for _epoch in range(t.ppo_epochs):
+    for epoch in range(t.ppo_epochs):
         for mb in mbs:
             ctx.optimizer.zero_grad(set_to_none=True)
             chunks = micro_batches(mb, t.micro_batch_rows)
             finite = True
             for chunk in chunks:
-                loss = _micro_loss(ctx, rows, chunk, advantages, returns, old, cfg, mask_forced, policy_loss)
+                loss = _micro_loss(ctx, rows, chunk, advantages, returns, old, cfg, mask_forced, policy_loss,
+                                   before_update=epoch == 0)
                 if nan_injector is not None:
                     loss = nan_injector(loss)
                 if not torch.isfinite(loss):
@@ -182,6 +210,7 @@ def _micro_loss(
     cfg: RunConfig,
     mask_forced: bool,
     policy_loss: PolicyLoss | None,
+    before_update: bool = False,
 ) -> torch.Tensor:
     t, a = cfg.trainer, cfg.algo
     batch = _packed(rows, chunk, ctx.pad_id, mask_forced)
@@ -204,7 +233,8 @@ def _micro_loss(
             logps, old_logps, adv, mask, clip_low=a.clip_low, clip_high=a.clip_high, dual_clip_c=a.dual_clip_c
         )
     ent = L.token_mean(L.token_entropy(logits.detach()), mask)
-    stats = {**stats, K.ENTROPY: float(ent)}
+    stats = {**stats, K.ENTROPY: float(ent), **_diagnostics(rows, chunk, logps, old_logps, adv, mask, cfg,
+                                                            before_update)}
     if t.entropy_coef:
         ent_term = L.token_mean(L.token_entropy(logits), mask)
         loss = loss - t.entropy_coef * ent_term

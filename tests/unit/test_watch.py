@@ -1,0 +1,49 @@
+"""trainer.on_collapse decisions (trainer/watch.py::decide) and the watch's gradient-norm history."""
+
+from __future__ import annotations
+
+from t2po_cli.tracking import keys as K
+from t2po_cli.trainer.watch import CONTINUE, ROLLBACK, STOP, Watch, decide
+
+
+def test_decide() -> None:
+    assert decide("continue", 0, 2, 5) == CONTINUE
+    assert decide("stop", 0, 2, 5) == STOP
+    assert decide("rollback", 0, 2, 5) == ROLLBACK
+    assert decide("rollback", 1, 2, 5) == ROLLBACK
+    assert decide("rollback", 2, 2, 5) == STOP  # limit reached
+    assert decide("rollback", 0, 2, None) == STOP  # nothing to roll back to
+    assert decide("rollback", 0, 0, 5) == STOP
+
+
+def test_watch_history_and_state() -> None:
+    w = Watch(rows=[
+        {"step": 0, "split": "val", "metrics": {K.GRAD_NORM: 9.0}},
+        {"step": 1, "split": "train", "metrics": {K.GRAD_NORM: 1.0}},
+        {"step": 2, "split": "train", "metrics": {K.GRAD_NORM: "nan"}},
+        {"step": 3, "split": "train", "metrics": {K.GRAD_NORM: 3.0}},
+    ])
+    assert w.grad_norms(5) == [1.0, 3.0]
+    assert w.grad_norms(1) == [3.0]
+    w.truncate_after(1)
+    assert [r["step"] for r in w.rows] == [0, 1]
+    w.restore({"lr_scale": 0.25, "rollbacks": 2})
+    assert w.checkpoint_state() == {"lr_scale": 0.25, "rollbacks": 2}
+    w.restore({})
+    assert (w.lr_scale, w.rollbacks) == (1.0, 0)
+
+
+def test_alert_is_a_panel_on_a_terminal_and_one_line_otherwise() -> None:
+    import io
+
+    from rich.console import Console
+
+    from t2po_cli.console import ConsoleProgress
+
+    line = "warning: step 12 diag/reward_spread fell to 0.02 (30% of its peak 0.07) — collapse may follow"
+    tty = io.StringIO()
+    ConsoleProgress(Console(file=tty, force_terminal=True, width=120)).alert(line)
+    assert "early warning" in tty.getvalue() and "╭" in tty.getvalue() and "fell to 0.02" in tty.getvalue()
+    plain = io.StringIO()
+    ConsoleProgress(Console(file=plain, force_terminal=False, width=200)).alert(line)
+    assert plain.getvalue() == line + "\n"
