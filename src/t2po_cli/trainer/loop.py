@@ -172,7 +172,7 @@ def build_session(run_dir: str | Path, *, tti: bool | None = None, progress: Pro
     train_hooks = build_hooks(cfg.t2po, think_ids, "train", budget, env_max_think_tokens=cfg.env.max_think_tokens)
     released = getattr(train_hooks[0], "released_state", None)
     val_hooks = build_hooks(cfg.t2po, think_ids, "val", budget, env_max_think_tokens=cfg.env.max_think_tokens,
-                            released_state=released)
+                            released_state=released, tau_calibrator=getattr(train_hooks[0], "calibrator", None))
     params = policy.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay)
     settings = estimator.settings(getattr(cfg.algo, estimator.name))
@@ -221,6 +221,7 @@ def _resume(s: Session) -> int:
     state = ckpt.load_checkpoint(found[-1], modules=modules, optimizers={"policy": s.ctx.optimizer})
     s.ctx.skipped_total = int(state.get("skipped_total", 0))
     s.ctx.nonfinite_total = int(state.get("nonfinite_total", 0))
+    _load_hook_state(s, state.get("t2po_hooks", {}))
     s.writer.truncate_after(found[-1].step)
     return found[-1].step
 
@@ -232,8 +233,24 @@ def _save(s: Session, step: int) -> None:
     ckpt.save_checkpoint(
         s.folder.checkpoints, step, modules=modules, optimizers={"policy": s.ctx.optimizer},
         extra={"data_cursor": step * s.cfg.trainer.tasks_per_step, "skipped_total": s.ctx.skipped_total,
-               "nonfinite_total": s.ctx.nonfinite_total},
+               "nonfinite_total": s.ctx.nonfinite_total, "t2po_hooks": _hook_state(s)},
     )
+
+
+def _hook_state(s: Session) -> dict[str, Any]:
+    """The training hooks' cross-step state (self-calibrated threshold windows); {} for fixed thresholds."""
+    out: dict[str, Any] = {}
+    for name, hook in zip(("tti", "tds"), s.train_hooks, strict=True):
+        state = hook.state_dict() if hook is not None and hasattr(hook, "state_dict") else {}
+        if state:
+            out[name] = state
+    return out
+
+
+def _load_hook_state(s: Session, state: dict[str, Any]) -> None:
+    for name, hook in zip(("tti", "tds"), s.train_hooks, strict=True):
+        if name in state and hook is not None and hasattr(hook, "load_state_dict"):
+            hook.load_state_dict(state[name])
 
 
 def _set_lr(s: Session, step: int) -> None:
