@@ -105,3 +105,36 @@ VAL_PREFIX = "val/"
 def val(key: str) -> str:
     """The validation name of a metric key."""
     return VAL_PREFIX + key
+
+# Early-warning diagnostics (diag/signals.py math, written by the trainer; rules in report/early_warning.py)
+DIAG_REWARD_SPREAD = "diag/reward_spread"
+"""Mean over task groups of the population std of episode rewards."""
+DIAG_ZERO_SPREAD_GROUPS = "diag/zero_spread_groups"
+"""Fraction of task groups whose episode rewards are all equal."""
+DIAG_ENTROPY_ADV_COV = "diag/entropy_adv_cov"
+"""Token mean of (A − Ā)(log π − mean log π) over response tokens (arXiv 2505.22617)."""
+DIAG_LOGP_MISMATCH = "diag/logp_mismatch"
+"""Token mean of |log π_rollout − log π_trainer|."""
+DIAG_LOGP_MULT_ERROR = "diag/logp_mult_error"
+"""Token mean of exp|log π_rollout − log π_trainer| (NeMo-RL ``token_mult_prob_error``; investigate > 1.05)."""
+DIAG_TEMPLATE_MI = "diag/template_mi"
+"""Template collapse (RAGEN-2): mean of log p(r_i|x_i) − log mean_j p(r_i|x_j), length-normalised."""
+DIAG_TEMPLATE_RETRIEVAL_ACC = "diag/template_retrieval_acc"
+"""Template collapse: share of sampled responses whose own prompt scores them highest."""
+DIAG_GRAD_NORM_Z = "diag/grad_norm_z"
+"""Robust z-score (median/MAD) of the gradient norm against the previous steps' window."""
+DIAG_CLIP_FRAC_LOW = "diag/clip_frac_low"
+"""Share of response tokens with A < 0 and ratio below 1 − ε_low (clipped on the low side)."""
+DIAG_CLIP_FRAC_HIGH = "diag/clip_frac_high"
+"""Share of response tokens with A > 0 and ratio above 1 + ε_high (clipped on the high side)."""
+DIAG_KEYS = (
+    DIAG_REWARD_SPREAD, DIAG_ZERO_SPREAD_GROUPS, DIAG_ENTROPY_ADV_COV, DIAG_LOGP_MISMATCH, DIAG_LOGP_MULT_ERROR,
+    DIAG_TEMPLATE_MI, DIAG_TEMPLATE_RETRIEVAL_ACC, DIAG_GRAD_NORM_Z, DIAG_CLIP_FRAC_LOW, DIAG_CLIP_FRAC_HIGH,
+)
+"""Every diag/* key, in the order the report plots them."""
+
+# Self-calibrating T2PO thresholds (written by the hooks with eta/tau=auto; AUTO work, issue 17 item 4)
+TDS_ETA = "t2po/tds/eta"
+"""The TDS threshold η in use this step."""
+TTI_TAU = "t2po/tti/tau"
+"""The TTI stagnation tolerance τ in use this step."""

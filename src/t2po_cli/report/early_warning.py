@@ -1,0 +1,263 @@
+"""Early-warning rules: signals that precede a collapse, evaluated on metrics rows (live and in the report).
+
+The collapse detectors (``report/detectors.py``) say a run *has* collapsed; these rules say it *may*.
+Each rule reads one ``diag/*`` series (tracking/keys.py) and fires at the first step where its condition
+holds, judged only on the rows up to that step (causal), so the trainer can run the same rules after every
+step and ``t2po report`` finds the same first steps afterwards. Rules need ``min_history`` points of their
+metric before they may fire, and treat a metric logged only on some steps (sparse series) as the sequence
+of its logged points.
+
+The rules and their sources:
+- ``reward_spread_drop``: the within-group reward spread falls below a fraction of its running peak
+  (RAGEN / StarPO-S: reward std falls ~50 steps before mean reward collapses).
+- ``zero_spread_groups``: most groups have identical rewards while success is not saturated (no signal).
+- ``entropy_adv_cov``: entropy–advantage covariance stays positive while entropy falls (ΔH ≈ −η·Cov,
+  "The Entropy Mechanism of RL for Reasoning LMs", arXiv 2505.22617).
+- ``logp_mult_error``: rollout/trainer token probability mismatch above 1.05 (NeMo-RL's
+  ``token_mult_prob_error``: stale inference weights, precision or padding bugs).
+- ``grad_norm_z``: the gradient norm's robust z-score against its recent window above 4.
+
+Pure stdlib (no numpy, no torch): the trainer imports this module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from t2po_cli.tracking import keys as K
+
+Points = list[tuple[int, float]]
+"""A metric's finite points ``(step, value)``, sorted by step."""
+
+
+@dataclass(frozen=True)
+class WarningThresholds:
+    """Thresholds of the early-warning rules (defaults documented with the rule they belong to)."""
+
+    min_history: int = 5
+    """Points of a rule's metric needed before the rule may fire (the first steps are noisy)."""
+    spread_frac: float = 0.3
+    """reward_spread_drop: fires when the smoothed spread is at or below this fraction of its running peak ..."""
+    spread_min_peak: float = 0.05
+    """... provided that peak is at least this (a spread that never rose carries no warning)."""
+    spread_smooth: int = 3
+    """reward_spread_drop: trailing mean over this many points before comparing with the peak."""
+    zero_spread_rate: float = 0.75
+    """zero_spread_groups: fraction of zero-spread groups at or above this ..."""
+    zero_spread_persist: int = 3
+    """... for this many consecutive points ..."""
+    zero_spread_max_success: float = 0.9
+    """... while the success rate (when logged) is below this: identical rewards of a policy that solves
+    every task are saturation, not collapse (DAPO §3.2)."""
+    cov_min: float = 0.0
+    """entropy_adv_cov: the covariance must stay above this ..."""
+    cov_persist: int = 4
+    """... for this many consecutive points ..."""
+    cov_entropy_drop: float = 0.1
+    """... while the entropy fell by at least this fraction of its value at the first of those points."""
+    mult_error_max: float = 1.05
+    """logp_mult_error: mean exp|Δ log p| above this (NeMo-RL's investigation threshold) ..."""
+    mult_error_persist: int = 2
+    """... for this many consecutive points (one bad batch is not a stale engine)."""
+    grad_z_max: float = 4.0
+    """grad_norm_z: the robust z-score of the gradient norm above this."""
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Warning:  # shadows the builtin inside this module only; the name bench/collapse.py imports
+    """One rule that fired: its first step, the metric and value that made it fire, and a readable message."""
+
+    rule: str
+    step: int
+    metric: str
+    value: float
+    message: str
+
+    def line(self) -> str:
+        """The console line: ``warning: step 12 diag/reward_spread fell to … — collapse may follow``."""
+        return f"warning: step {self.step} {self.message} — collapse may follow"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+EarlyWarning = Warning
+"""Alias for readers who prefer not to shadow the builtin name."""
+
+Hit = tuple[int, float, str]
+"""A rule's firing: (index into its points, value, message)."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One early-warning rule: its name, the metric it reads, what it means, and its causal scan."""
+
+    name: str
+    metric: str
+    doc: str
+    scan: Callable[[Points, Mapping[str, dict[int, float]], WarningThresholds], Hit | None]
+
+
+# --- series helpers ----------------------------------------------------------------------------------
+
+
+def train_points(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[int, float]]:
+    """Train rows (tracking/jsonl.py format) → ``{key: {step: value}}`` of finite numeric values."""
+    out: dict[str, dict[int, float]] = {}
+    for row in rows:
+        if str(row.get("split", "train")) != "train":
+            continue
+        step = int(row["step"])
+        for key, value in row["metrics"].items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                continue
+            out.setdefault(key, {})[step] = float(value)
+    return out
+
+
+def _sorted(by_step: Mapping[int, float] | None) -> Points:
+    return sorted(by_step.items()) if by_step else []
+
+
+def persistent_index(flags: list[bool], persist: int, start: int = 0) -> int | None:
+    """First index i ≥ ``start`` at which ``flags`` has held for ``persist`` consecutive entries ending at i.
+
+    >>> persistent_index([True, False, True, True], 2)
+    3
+    """
+    run = 0
+    for i, f in enumerate(flags):
+        run = run + 1 if f else 0
+        if i >= start and run >= max(1, persist):
+            return i
+    return None
+
+
+def _entropy(aux: Mapping[str, dict[int, float]]) -> dict[int, float]:
+    # The trainer's token entropy (dense on the update) or, failing that, the rollout's.
+    return aux.get(K.ENTROPY) or aux.get(K.ROLLOUT_ENTROPY) or {}
+
+
+# --- rules -------------------------------------------------------------------------------------------
+
+
+def scan_reward_spread(pts: Points, aux: Mapping[str, dict[int, float]], th: WarningThresholds) -> Hit | None:
+    """Smoothed spread s_i (trailing mean of ``spread_smooth`` points) ≤ ``spread_frac`` × max_{j<i} s_j,
+    with that peak ≥ ``spread_min_peak``, from point ``min_history`` on."""
+    vals = [v for _, v in pts]
+    peak = -math.inf
+    for i in range(len(vals)):
+        window = vals[max(0, i - th.spread_smooth + 1) : i + 1]
+        s = sum(window) / len(window)
+        if i >= th.min_history - 1 and peak >= th.spread_min_peak and s <= th.spread_frac * peak:
+            pct = 100.0 * s / peak
+            return i, s, f"{K.DIAG_REWARD_SPREAD} fell to {s:.3g} ({pct:.0f}% of its peak {peak:.3g})"
+        peak = max(peak, s)
+    return None
+
+
+def scan_zero_spread(pts: Points, aux: Mapping[str, dict[int, float]], th: WarningThresholds) -> Hit | None:
+    """Zero-spread fraction ≥ ``zero_spread_rate`` for ``zero_spread_persist`` points while success (at the
+    same step, when logged) < ``zero_spread_max_success``."""
+    success = aux.get(K.SUCCESS_RATE, {})
+    flags = [
+        v >= th.zero_spread_rate and success.get(step, 0.0) < th.zero_spread_max_success for step, v in pts
+    ]
+    i = persistent_index(flags, th.zero_spread_persist, start=th.min_history - 1)
+    if i is None:
+        return None
+    v = pts[i][1]
+    return i, v, f"{K.DIAG_ZERO_SPREAD_GROUPS} at {v:.0%} of groups for {th.zero_spread_persist} steps"
+
+
+def scan_entropy_adv_cov(pts: Points, aux: Mapping[str, dict[int, float]], th: WarningThresholds) -> Hit | None:
+    """Covariance > ``cov_min`` on the last ``cov_persist`` points and the entropy over those steps fell by at
+    least ``cov_entropy_drop`` of its value at the first of them."""
+    ent = _entropy(aux)
+    k = max(2, th.cov_persist)
+    for i in range(max(th.min_history, k) - 1, len(pts)):
+        window = pts[i - k + 1 : i + 1]
+        if not all(v > th.cov_min for _, v in window):
+            continue
+        es = [ent[s] for s, _ in window if s in ent]
+        if len(es) < 2 or es[0] <= 0:
+            continue
+        drop = (es[0] - es[-1]) / es[0]
+        if drop >= th.cov_entropy_drop:
+            v = pts[i][1]
+            return i, v, (f"{K.DIAG_ENTROPY_ADV_COV} positive ({v:.3g}) for {k} steps while entropy fell "
+                          f"{drop:.0%}")
+    return None
+
+
+def scan_mult_error(pts: Points, aux: Mapping[str, dict[int, float]], th: WarningThresholds) -> Hit | None:
+    """Mean exp|Δ log p| > ``mult_error_max`` for ``mult_error_persist`` consecutive points."""
+    flags = [v > th.mult_error_max for _, v in pts]
+    i = persistent_index(flags, th.mult_error_persist, start=th.min_history - 1)
+    if i is None:
+        return None
+    v = pts[i][1]
+    return i, v, f"{K.DIAG_LOGP_MULT_ERROR} at {v:.3g} (> {th.mult_error_max}): rollout and trainer disagree"
+
+
+def scan_grad_norm_z(pts: Points, aux: Mapping[str, dict[int, float]], th: WarningThresholds) -> Hit | None:
+    """Robust z-score of the gradient norm > ``grad_z_max``."""
+    for i in range(max(0, th.min_history - 1), len(pts)):
+        v = pts[i][1]
+        if v > th.grad_z_max:
+            return i, v, f"{K.DIAG_GRAD_NORM_Z} at {v:.2g} (> {th.grad_z_max:g}): gradient-norm spike"
+    return None
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("reward_spread_drop", K.DIAG_REWARD_SPREAD,
+         "within-group reward spread fell below a fraction of its running peak", scan_reward_spread),
+    Rule("zero_spread_groups", K.DIAG_ZERO_SPREAD_GROUPS,
+         "most groups have identical rewards for several steps while success is not saturated", scan_zero_spread),
+    Rule("entropy_adv_cov", K.DIAG_ENTROPY_ADV_COV,
+         "entropy–advantage covariance positive for several steps while entropy falls", scan_entropy_adv_cov),
+    Rule("logp_mult_error", K.DIAG_LOGP_MULT_ERROR,
+         "rollout vs trainer token probabilities disagree (mean exp|Δ log p| > 1.05)", scan_mult_error),
+    Rule("grad_norm_z", K.DIAG_GRAD_NORM_Z,
+         "gradient norm far above its recent median (robust z-score)", scan_grad_norm_z),
+)
+"""Every rule, in the order they are reported."""
+
+RULE_DOCS: dict[str, str] = {r.name: r.doc for r in RULES}
+
+
+def first_warnings(rows: Iterable[Mapping[str, Any]], th: WarningThresholds | None = None) -> list[Warning]:
+    """The first firing of every rule on a run's metrics rows, sorted by step.
+
+    Args:
+        rows: metrics rows ``{"step", "split", "metrics"}`` (tracking/jsonl.py); only train rows are read.
+        th: thresholds (defaults when None).
+
+    Returns:
+        At most one ``Warning`` per rule, sorted by (step, rule). Rules whose metric is absent are skipped.
+        Causal: the warnings of a prefix of the rows are the warnings of all rows with step ≤ its last step.
+    """
+    th = th or WarningThresholds()
+    series = train_points(rows)
+    found: list[Warning] = []
+    for rule in RULES:
+        pts = _sorted(series.get(rule.metric))
+        if not pts:
+            continue
+        hit = rule.scan(pts, series, th)
+        if hit is not None:
+            i, value, message = hit
+            found.append(Warning(rule.name, pts[i][0], rule.metric, float(value), message))
+    found.sort(key=lambda w: (w.step, w.rule))
+    return found
+
+
+def new_warnings(rows: Iterable[Mapping[str, Any]], step: int, th: WarningThresholds | None = None) -> list[Warning]:
+    """Warnings whose first firing is exactly at ``step`` (the trainer calls this after logging ``step``)."""
+    return [w for w in first_warnings(rows, th) if w.step == step]
