@@ -39,8 +39,11 @@ STEP_KEYS = {"step_s": "timing_s/step", "rollout_s": "timing_s/rollout", "resamp
 def _train(env: str, trainer: str, name: str, extra: list[str], seed: int, steps: int, root: Path) -> dict[str, Any]:
     run = root / f"{env}_{name}_s{seed}"
     t0 = time.perf_counter()
+    # A variant may set its own trainer.steps (e.g. fewer baseline steps when only the median matters).
+    own_steps = any(o.startswith("trainer.steps=") for o in extra)
     cmd = [sys.executable, "-m", "t2po_cli", "train", "--env", env, "--run-dir", str(run), "--seed", str(seed),
-           f"trainer={trainer}", f"trainer.steps={steps}", "trainer.val_every=0", "tracking.mlflow=false", *extra]
+           f"trainer={trainer}", *([] if own_steps else [f"trainer.steps={steps}"]), "trainer.val_every=0",
+           "tracking.mlflow=false", *extra]
     done = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed (rc {done.returncode}):\n{done.stderr[-3000:]}")
