@@ -16,6 +16,7 @@ recorded as unavailable, not silently dropped. Numbers go to ``bench/results/col
 Usage:
     python bench/collapse.py --seeds 0,1,2
     python bench/collapse.py --seeds 0,1,2 --variant "baseline=--t2po off" --variant "t2po=--t2po on"
+    python bench/collapse.py --recipe my_candidate --seeds 0 --common "trainer.steps=2"   # smoke
 """
 
 from __future__ import annotations
@@ -66,9 +67,9 @@ def judge(run: Path) -> dict[str, Any]:
     return out
 
 
-def _train(name: str, extra: list[str], seed: int, root: Path) -> dict[str, Any]:
+def _train(recipe: str, name: str, extra: list[str], seed: int, root: Path) -> dict[str, Any]:
     run = root / f"{name}_s{seed}"
-    cmd = [sys.executable, "-m", "t2po_cli", "train", "experiment=collapse_testbed", "--run-dir", str(run),
+    cmd = [sys.executable, "-m", "t2po_cli", "train", f"experiment={recipe}", "--run-dir", str(run),
            "--seed", str(seed), "tracking.mlflow=false", *extra]
     t0 = time.perf_counter()
     done = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
@@ -105,6 +106,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", default="collapse_testbed", help="experiment recipe to train")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--variant", action="append", default=None, help="name=OVERRIDES (default: baseline, t2po, "
                     "rollback)")
@@ -122,7 +124,7 @@ def main() -> None:
         root.mkdir(parents=True, exist_ok=True)
         jobs = [(name, extra, seed) for name, extra in variants for seed in seeds]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            runs = list(pool.map(lambda j: _train(j[0], j[1], j[2], root), jobs))
+            runs = list(pool.map(lambda j: _train(args.recipe, j[0], j[1], j[2], root), jobs))
     summary = summarise(runs)
     path = write(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "machine": machine(),
                             "summary": summary, "runs": runs})
