@@ -18,7 +18,7 @@ RECIPES = [k for k in _recipe_files() if not k.startswith("sweeps/")]
 def test_recipe_count_is_known() -> None:
     # A new recipe must be added here on purpose, so nothing is silently left unvalidated.
     on_disk = 1 + sum(1 for p in recipes_dir().rglob("*.yaml") if p.parent != recipes_dir())
-    assert len(RECIPES) == on_disk == 26
+    assert len(RECIPES) == on_disk == 28
 
 
 @pytest.mark.parametrize("key", RECIPES)
@@ -141,3 +141,19 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "resolved_config.yaml"
     path.write_text(composed.yaml)
     assert load_run_config(path) == composed.config
+
+
+def test_auto_threshold_recipe_and_released_conflict() -> None:
+    cfg = compose_config(["experiment=alfworld_gigpo_t2po_auto"]).config
+    assert cfg.t2po.tds.eta == "auto" and cfg.t2po.tds.target_rate == 0.2
+    assert compose_config(["t2po.tti.tau=auto", "t2po.tds.eta=0.1"]).config.t2po.tti.tau == "auto"
+    with pytest.raises(ConfigError, match=r"t2po.tds.eta=auto is not part of the released code"):
+        compose_config(["experiment=alfworld_gigpo_t2po_auto", "t2po.compat=released"])
+    with pytest.raises(ConfigError, match="neither a number nor 'auto'"):
+        compose_config(["t2po.tti.tau=often"])
+
+
+def test_collapse_testbed_recipe() -> None:
+    cfg = compose_config(["experiment=collapse_testbed"]).config
+    assert (cfg.env.name, cfg.algo.name, cfg.t2po.variant) == ("alfworld", "grpo", "off")
+    assert cfg.trainer.kl_coef == 0.0 and cfg.trainer.lr > 10 * 1e-4

@@ -10,7 +10,7 @@ from t2po_cli.hooks.tti import BUDGET, STAGNATION, ThinkingIntervention, TTIPara
 from t2po_cli.tracking import keys
 
 
-def report(score, events=(), think=0, has_think=True, unclosed=False, saved=0, length=50) -> dict:
+def report(score, events=(), think=0, has_think=True, unclosed=False, saved=0, length=50, tau=0.01) -> dict:
     forced = {BUDGET: 0, STAGNATION: 0}
     for _, kind, _ in events:
         forced[kind] += 1
@@ -23,6 +23,7 @@ def report(score, events=(), think=0, has_think=True, unclosed=False, saved=0, l
         "unclosed_think": unclosed,
         "generated_len": length,
         "tokens_saved_upper": saved,
+        "tau": tau,
     }
 
 
@@ -34,6 +35,7 @@ def test_hand_computed_rollout() -> None:
         report(0.3, think=12, unclosed=True),
     ]
     m = tti_metrics(reports, turns=[0, 0, 1, 1])
+    assert m[keys.TTI_TAU] == pytest.approx(0.01)
     assert m[keys.TTI_INTERVENTIONS_PER_TURN] == pytest.approx(3 / 4)
     assert m[keys.TTI_INTERVENTION_RATE] == pytest.approx(2 / 4)
     assert m[keys.TTI_BUDGET_RATE] == pytest.approx(1 / 4)

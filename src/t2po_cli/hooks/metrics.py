@@ -49,6 +49,8 @@ def _intervention_metrics(reports: Sequence[Mapping[str, Any]]) -> dict[str, flo
     n = float(len(reports))
     forced = [r["forced"] for r in reports]
     out = {
+        # τ each accepted turn was generated with (constant when fixed; moves per call under tau=auto).
+        keys.TTI_TAU: sum(float(r["tau"]) for r in reports) / n,
         keys.TTI_INTERVENTIONS_PER_TURN: sum(f[BUDGET] + f[STAGNATION] for f in forced) / n,
         keys.TTI_INTERVENTION_RATE: sum(1 for f in forced if f[BUDGET] + f[STAGNATION] > 0) / n,
         keys.TTI_BUDGET_RATE: sum(1 for f in forced if f[BUDGET] > 0) / n,

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from t2po_cli.checks import choice, in_range, positive
+from t2po_cli.errors import ConfigError
+from t2po_cli.hooks.calibration import AUTO
 
 COMPAT = ("intended", "released")
 """``t2po.compat``: follow the method's intent, or reproduce the released code's quirks (t2po.md §8)."""
@@ -22,9 +24,14 @@ class TTIConfig:
 
     enabled: bool = False
     """Run the hook that forces ``</think>``."""
-    tau: float = 1e-4
+    tau: float | str = 1e-4
     """τ, the stagnation threshold: a step with |M_t − M_{t−1}| <= τ counts towards ``patience`` (t2po.md §3.3;
-    the released code calls it ε). ``--tau`` on the CLI and in sweeps."""
+    the released code calls it ε). ``--tau`` on the CLI and in sweeps. ``auto``: τ is the ``tau_quantile``
+    quantile of the recent per-token |ΔM| of training rollouts (hooks/calibration.py; 1e-4 before any)."""
+    tau_quantile: float = 0.05
+    """With ``tau=auto``: the (low) quantile of the running per-token |ΔM| distribution taken as τ."""
+    window: int = 8192
+    """With ``tau=auto``: how many recent per-token |ΔM| values the running distribution keeps."""
     patience: int | None = 20
     """Consecutive near-equal steps before forcing; null disables the stagnation trigger."""
     max_think_tokens: int | None = None
@@ -41,8 +48,13 @@ class TDSConfig:
 
     enabled: bool = False
     """Regenerate turns whose score barely moved (training only)."""
-    eta: float = 0.3
-    """Upper edge of the resample band 0 < Δ < eta."""
+    eta: float | str = 0.3
+    """Upper edge of the resample band 0 < Δ < eta. ``auto``: chosen at every turn from the recent eligible Δ so
+    that a fraction ``target_rate`` of them falls in the band (hooks/calibration.py)."""
+    target_rate: float = 0.2
+    """With ``eta=auto``: the resample rate (share of eligible env-turns regenerated) η is tuned to."""
+    window: int = 512
+    """With ``eta=auto``: how many recent eligible Δ (this turn's included) η is computed from."""
     max_resamples: int = 2
     """Extra generations per environment-turn."""
     skip_tokens: int = 33
@@ -69,11 +81,24 @@ class T2POConfig:
         choice(self.compat, COMPAT, f"{key}.compat")
         choice(self.variant, VARIANTS, f"{key}.variant")
         in_range(self.alpha, 0.0, 1.0, f"{key}.alpha")
-        positive(self.tti.tau, f"{key}.tti.tau", allow_zero=True)
+        for name, value in ((f"{key}.tti.tau", self.tti.tau), (f"{key}.tds.eta", self.tds.eta)):
+            if isinstance(value, str):
+                if value != AUTO:
+                    raise ConfigError(f"{name}={value!r} is neither a number nor 'auto'; set {name}=auto or a number")
+                if self.compat == "released":
+                    raise ConfigError(f"{name}=auto is not part of the released code; with {key}.compat=released "
+                                      f"set {name} to a number")
+        if not isinstance(self.tti.tau, str):
+            positive(self.tti.tau, f"{key}.tti.tau", allow_zero=True)
+        in_range(self.tti.tau_quantile, 0.0, 1.0, f"{key}.tti.tau_quantile")
+        positive(self.tti.window, f"{key}.tti.window")
         if self.tti.patience is not None:
             positive(self.tti.patience, f"{key}.tti.patience")
         if self.tti.max_think_tokens is not None:
             positive(self.tti.max_think_tokens, f"{key}.tti.max_think_tokens")
-        positive(self.tds.eta, f"{key}.tds.eta")
+        if not isinstance(self.tds.eta, str):
+            positive(self.tds.eta, f"{key}.tds.eta")
+        in_range(self.tds.target_rate, 0.0, 1.0, f"{key}.tds.target_rate", lo_open=True, hi_open=True)
+        positive(self.tds.window, f"{key}.tds.window")
         positive(self.tds.max_resamples, f"{key}.tds.max_resamples", allow_zero=True)
         positive(self.tds.skip_tokens, f"{key}.tds.skip_tokens", allow_zero=True)

@@ -28,7 +28,12 @@ How the collector calls it, once per turn, after the base generation and before 
   active env-turns only.
 
 ``start_episode_batch`` forgets the remembered scores; ``metrics()`` returns and resets the §9 TDS
-metrics (keys whose denominator is zero are left out).
+metrics (keys whose denominator is zero are left out) and ``t2po/tds/eta``, the η in use.
+
+``eta=None`` (``t2po.tds.eta=auto``): at every turn t >= 1, η is recomputed from a window of recent
+eligible base Δ, this turn's included, so that a fraction ``target_rate`` of them lies in the band
+(``hooks.calibration.eta_for_rate``); ``t2po/tds/eta`` is then the mean η over the step's turns. The
+window is the sampler's only cross-step state (``state_dict``/``load_state_dict``, saved in checkpoints).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from dataclasses import dataclass, field
 import torch
 
 from t2po_cli.hooks.base import Regenerate
+from t2po_cli.hooks.calibration import RunningWindow, eta_for_rate
 from t2po_cli.tracking import keys
 
 
@@ -54,22 +60,48 @@ class _Tally:
     deltas: list[float] = field(default_factory=list)
     extra_gen_tokens: int = 0
     tokens_counted: bool = False
+    etas: list[float] = field(default_factory=list)
 
 
 class DynamicalSampler:
     """``TurnHook`` implementing TDS (see the module docstring for the collector contract)."""
 
-    def __init__(self, eta: float = 0.3, max_resamples: int = 2, compat: str = "intended") -> None:
+    def __init__(
+        self,
+        eta: float | None = 0.3,
+        max_resamples: int = 2,
+        compat: str = "intended",
+        *,
+        target_rate: float = 0.2,
+        window: int = 512,
+    ) -> None:
         """Args:
-        eta: η, the upper edge of the open band 0 < Δ < η (``t2po.tds.eta``).
+        eta: η, the upper edge of the open band 0 < Δ < η (``t2po.tds.eta``); None = self-calibrating.
         max_resamples: extra generations per environment-turn (``t2po.tds.max_resamples``).
         compat: ``intended`` or ``released`` (missing scores and finished envs, §5.2).
+        target_rate: with ``eta=None``, the resample rate η is tuned to (``t2po.tds.target_rate``).
+        window: with ``eta=None``, recent eligible Δ kept (``t2po.tds.window``).
         """
-        self.eta = eta
+        if eta is None and compat == "released":
+            raise ValueError("a self-calibrating eta is not part of compat=released")
+        # With auto, η before the first eligible turn; it only names the starting point (turn 0 never resamples).
+        self.eta = 0.0 if eta is None else eta
+        self.auto = eta is None
+        self.target_rate = target_rate
+        self._window = RunningWindow(window) if eta is None else None
         self.max_resamples = max_resamples
         self.released = compat == "released"
         self._previous: dict[int, float | None] = {}
         self._tally = _Tally()
+
+    def state_dict(self) -> dict[str, list[float]]:
+        """Cross-step state (JSON-serialisable): the auto-η window; empty for a fixed η."""
+        return {"eta_window": self._window.state_dict()} if self._window is not None else {}
+
+    def load_state_dict(self, state: dict[str, list[float]]) -> None:
+        """Restore ``state_dict()``'s output (a checkpoint's ``t2po_hooks.tds``)."""
+        if self._window is not None:
+            self._window.load_state_dict(state.get("eta_window", []))
 
     def start_episode_batch(self, num_envs: int) -> None:
         """Forget every remembered score: a new rollout of ``num_envs`` environments begins."""
@@ -133,6 +165,12 @@ class DynamicalSampler:
         candidates = [i for i in range(len(rows)) if self.released or not done[i]]
         base = {i: self.delta(current[i], previous[i]) for i in candidates}
         counted = [i for i in candidates if not done[i] and base[i] is not None]
+        if self._window is not None and counted:
+            # Auto η: this turn's base Δ join the window first, so the rate holds from the very first step.
+            self._window.extend(base[i] for i in counted)  # type: ignore[misc]  # counted rows have a Δ
+            self.eta = eta_for_rate(self._window.values(), self.target_rate)
+        if counted:
+            self._tally.etas.append(self.eta)
         band = [i for i in candidates if self.in_band(base[i])]
         attempt_left = dict.fromkeys(counted, 0)
         ever = set(band)
@@ -169,7 +207,9 @@ class DynamicalSampler:
         """
         t, self._tally = self._tally, _Tally()
         # timing_s/tds is written once, by the collector, around the whole turn hook (scoring included).
-        out: dict[str, float] = {keys.TDS_ELIGIBLE: float(t.eligible)}
+        # η of the step: the fixed value, or the mean of the per-turn auto values (the last one before any turn).
+        eta = sum(t.etas) / len(t.etas) if t.etas else self.eta
+        out: dict[str, float] = {keys.TDS_ELIGIBLE: float(t.eligible), keys.TDS_ETA: eta}
         # Tokens are only known when the collector passes ``discarded_tokens``; with no resample, 0 is exact.
         if t.tokens_counted or t.extra_generations == 0:
             out[keys.TDS_EXTRA_GEN_TOKENS] = float(t.extra_gen_tokens)
@@ -181,7 +221,7 @@ class DynamicalSampler:
         out[keys.TDS_EXHAUSTED_RATE] = t.exhausted / n
         for k in range(self.max_resamples + 1):
             out[f"{keys.TDS_ACCEPT_ATTEMPT_HIST}/{k}"] = t.accept_attempts.count(k) / n
-        out.update(delta_stats(t.deltas, self.eta))
+        out.update(delta_stats(t.deltas, eta))
         return out
 
 

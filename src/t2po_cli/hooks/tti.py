@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from t2po_cli.errors import ConfigError
+from t2po_cli.hooks.calibration import TauCalibrator
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -112,15 +113,26 @@ class ReleasedState:
 class ThinkingIntervention:
     """TokenHook for one generate call (see the module docstring)."""
 
-    def __init__(self, params: TTIParams, released_state: ReleasedState | None = None) -> None:
+    def __init__(
+        self,
+        params: TTIParams,
+        released_state: ReleasedState | None = None,
+        *,
+        tau: float | None = None,
+        calibrator: TauCalibrator | None = None,
+    ) -> None:
         """Args:
         params: hook settings.
         released_state: shared worker state; required when ``params.compat == "released"``.
+        tau: τ of this call (``t2po.tti.tau=auto``: the calibrator's current value); None = ``params.tau``.
+        calibrator: receives this call's per-token |ΔM| at ``end()`` (training calls with ``tau=auto``).
         """
         if params.released and released_state is None:
             raise ValueError("compat=released needs the worker's ReleasedState (use ThinkHookFactory)")
         self.params = params
         self.released_state = released_state
+        self.tau = params.tau if tau is None else tau
+        self.calibrator = calibrator
         self._batch_size = 0
 
     # ------------------------------------------------------------------ protocol
@@ -154,6 +166,9 @@ class ThinkingIntervention:
         self._kinds: list[torch.Tensor] = []
         self._positions: list[torch.Tensor] = []
         self._think_lens: list[torch.Tensor] = []
+        # |M_t − M_{t−1}| per step and its validity mask, kept only to feed the τ calibrator.
+        self._abs_diffs: list[torch.Tensor] = []
+        self._diff_masks: list[torch.Tensor] = []
         if self.params.released:
             self._prefix = torch.full((b, FINGERPRINT_TOKENS), -1, dtype=torch.long, device=dev)
 
@@ -217,6 +232,9 @@ class ThinkingIntervention:
             One report dict per row (module docstring for the keys).
         """
         scores = self._released_scores() if self.params.released else self._intended_scores()
+        if self.calibrator is not None and self._abs_diffs:
+            diffs = torch.stack(self._abs_diffs)[torch.stack(self._diff_masks)]  # [T, B] -> valid entries
+            self.calibrator.observe(diffs.tolist())
         interventions = self._interventions()
         gen_len = self._gen_len.tolist()
         think_tokens = self._think_tokens.tolist()
@@ -234,6 +252,7 @@ class ThinkingIntervention:
                     "has_think": has_think[i],
                     "unclosed_think": unclosed[i],
                     "generated_len": gen_len[i],
+                    "tau": self.tau,
                     "tokens_saved_upper": sum(
                         self._saved_upper(pos, tl) for pos, kind, tl in events if kind == STAGNATION
                     ),
@@ -246,7 +265,11 @@ class ThinkingIntervention:
         """Per-row §3.3 rule, vectorised. Returns the kind per row: 0 none, 1 budget, 2 stagnation."""
         p = self.params
         # Step 2: reset unless |M_t − last| <= ε (a change of exactly ε counts as "no change").
-        changed = ~self._has_last | ((signal - self._last).abs() > p.tau)
+        diff = (signal - self._last).abs()
+        if self.calibrator is not None:
+            self._abs_diffs.append(diff)
+            self._diff_masks.append(active & self._has_last)
+        changed = ~self._has_last | (diff > self.tau)
         count = torch.where(changed, 0, self._count + 1)
         self._count = torch.where(active, count, self._count)
         self._last = torch.where(active, signal.float(), self._last)
@@ -281,7 +304,7 @@ class ThinkingIntervention:
         kind = [0] * self._batch_size
         for i in rows:
             m = values[i]
-            if state.last is None or abs(m - state.last) > p.tau:
+            if state.last is None or abs(m - state.last) > self.tau:
                 state.count = 0
             else:
                 state.count += 1
@@ -366,17 +389,42 @@ class ThinkHookFactory:
     whole run. Under ``intended`` each hook starts fresh.
     """
 
-    def __init__(self, params: TTIParams, released_state: ReleasedState | None = None) -> None:
+    def __init__(
+        self,
+        params: TTIParams,
+        released_state: ReleasedState | None = None,
+        *,
+        calibrator: TauCalibrator | None = None,
+        learn: bool = True,
+    ) -> None:
         """Args:
         params: hook settings.
         released_state: share the released state with another factory (train and validation run on
             the same worker in the release); a new one is made when None.
+        calibrator: ``t2po.tti.tau=auto``: every hook uses ``calibrator.value()`` as τ (validation shares
+            the training factory's calibrator).
+        learn: feed this factory's calls' |ΔM| to the calibrator (training only, so validation does not
+            move τ and a resumed run sees the same τ).
         """
         self.params = params
         self.released_state = (released_state or ReleasedState()) if params.released else None
+        self.calibrator = calibrator
+        self.learn = learn
 
     def __call__(self) -> ThinkingIntervention:
-        return ThinkingIntervention(self.params, self.released_state)
+        if self.calibrator is None:
+            return ThinkingIntervention(self.params, self.released_state)
+        return ThinkingIntervention(self.params, self.released_state, tau=self.calibrator.value(),
+                                    calibrator=self.calibrator if self.learn else None)
+
+    def state_dict(self) -> dict[str, list[float]]:
+        """Cross-step state (JSON-serialisable): the auto-τ window; empty for a fixed τ."""
+        return {"tau_window": self.calibrator.window.state_dict()} if self.calibrator is not None else {}
+
+    def load_state_dict(self, state: dict[str, list[float]]) -> None:
+        """Restore ``state_dict()``'s output (a checkpoint's ``t2po_hooks.tti``)."""
+        if self.calibrator is not None:
+            self.calibrator.window.load_state_dict(state.get("tau_window", []))
 
 
 def turn_scores(reports: Sequence[dict[str, Any]]) -> list[float | None]:

@@ -49,6 +49,7 @@ TDS_TIME = "timing_s/tds"
 GENERATED_TOKENS = "perf/generated_tokens"
 
 # T2PO (t2po.md §9)
+TTI_TAU = "t2po/tti/tau"  # τ in use: fixed, or the self-calibrated value (mean over the step's turns)
 TTI_INTERVENTIONS_PER_TURN = "t2po/tti/interventions_per_turn"
 TTI_INTERVENTION_RATE = "t2po/tti/intervention_rate"
 TTI_BUDGET_RATE = "t2po/tti/budget_rate"
@@ -61,6 +62,7 @@ TURN_SCORE_MEAN = "t2po/turn_score/mean"
 TURN_SCORE_STD = "t2po/turn_score/std"
 TURN_SCORE_MISSING_RATE = "t2po/turn_score/missing_rate"
 TDS_ELIGIBLE = "t2po/tds/eligible"
+TDS_ETA = "t2po/tds/eta"  # η in use: fixed, or the step's mean of the self-calibrated per-turn values
 TDS_RESAMPLE_RATE = "t2po/tds/resample_rate"
 TDS_RESAMPLES_PER_TURN = "t2po/tds/resamples_per_turn"
 TDS_EXHAUSTED_RATE = "t2po/tds/exhausted_rate"

@@ -221,7 +221,7 @@ def build_session(run_dir: str | Path, *, tti: bool | None = None, progress: Pro
     train_hooks = build_hooks(cfg.t2po, think_ids, "train", budget, env_max_think_tokens=cfg.env.max_think_tokens)
     released = getattr(train_hooks[0], "released_state", None)
     val_hooks = build_hooks(cfg.t2po, think_ids, "val", budget, env_max_think_tokens=cfg.env.max_think_tokens,
-                            released_state=released)
+                            released_state=released, tau_calibrator=getattr(train_hooks[0], "calibrator", None))
     params = [p for p in train_model.parameters() if p.requires_grad]
     if policy.value_head is not None:
         params += list(policy.value_head.parameters())
@@ -286,6 +286,7 @@ def _restore(s: Session, info: ckpt.CheckpointInfo) -> None:
     s.ctx.skipped_total = int(state.get("skipped_total", 0))
     s.ctx.nonfinite_total = int(state.get("nonfinite_total", 0))
     s.watch.restore(state)
+    _load_hook_state(s, state.get("t2po_hooks", {}))
     # Every rank keeps the same rows for the warning rules (rank 0 alone rewrites the file).
     rows = read_metrics(s.writer.path) if s.writer.path.exists() else []
     s.watch.rows = [r for r in rows if r["step"] <= info.step]
@@ -325,13 +326,30 @@ def _modules(s: Session) -> dict[str, torch.nn.Module]:
 
 def _save(s: Session, step: int) -> None:
     extra = {"data_cursor": step * s.cfg.trainer.tasks_per_step, "skipped_total": s.ctx.skipped_total,
-             "nonfinite_total": s.ctx.nonfinite_total, **s.watch.checkpoint_state()}
+             "nonfinite_total": s.ctx.nonfinite_total, **s.watch.checkpoint_state(),
+             "t2po_hooks": _hook_state(s)}
     if s.world.active:
         ckpt.save_distributed(s.folder.checkpoints, step, s.ctx.model, s.ctx.optimizer, s.policy.value_head,
                               world=s.world, extra=extra)
         return
     ckpt.save_checkpoint(s.folder.checkpoints, step, modules=_modules(s), optimizers={"policy": s.ctx.optimizer},
                          extra=extra)
+
+
+def _hook_state(s: Session) -> dict[str, Any]:
+    """The training hooks' cross-step state (self-calibrated threshold windows); {} for fixed thresholds."""
+    out: dict[str, Any] = {}
+    for name, hook in zip(("tti", "tds"), s.train_hooks, strict=True):
+        state = hook.state_dict() if hook is not None and hasattr(hook, "state_dict") else {}
+        if state:
+            out[name] = state
+    return out
+
+
+def _load_hook_state(s: Session, state: dict[str, Any]) -> None:
+    for name, hook in zip(("tti", "tds"), s.train_hooks, strict=True):
+        if name in state and hook is not None and hasattr(hook, "load_state_dict"):
+            hook.load_state_dict(state[name])
 
 
 def _set_lr(s: Session, step: int) -> None:
