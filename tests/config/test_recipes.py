@@ -18,7 +18,7 @@ RECIPES = [k for k in _recipe_files() if not k.startswith("sweeps/")]
 def test_recipe_count_is_known() -> None:
     # A new recipe must be added here on purpose, so nothing is silently left unvalidated.
     on_disk = 1 + sum(1 for p in recipes_dir().rglob("*.yaml") if p.parent != recipes_dir())
-    assert len(RECIPES) == on_disk == 26
+    assert len(RECIPES) == on_disk == 28
 
 
 @pytest.mark.parametrize("key", RECIPES)
@@ -136,3 +136,19 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "resolved_config.yaml"
     path.write_text(composed.yaml)
     assert load_run_config(path) == composed.config
+
+
+def test_webshop_experiment_is_the_reader_with_compact_prompts() -> None:
+    # issue 18: the WebShop CPU recipe uses a model that can read; tiny stays the CI model on request.
+    cfg = compose_config(["experiment=webshop_gigpo_t2po"]).config
+    assert (cfg.model.kind, cfg.model.lora.enabled, cfg.env.prompt_style) == ("reader", True, "compact")
+    assert cfg.trainer.constrained_actions and not cfg.trainer.constrained_queries  # free-text search
+    assert cfg.trainer.warmstart.bf16_autocast and cfg.trainer.warmstart.full_finetune
+    ci = compose_config(["experiment=webshop_gigpo_t2po", "trainer=ci", "model=tiny"]).config
+    assert (ci.model.kind, ci.trainer.steps) == ("tiny", 2)
+
+
+def test_prompt_style_must_be_offered_by_the_env() -> None:
+    assert compose_config(["env.prompt_style=compact"]).config.env.prompt_style == "compact"
+    with pytest.raises(ConfigError, match="env.prompt_style='compact' is not one of full"):
+        compose_config(["env=alfworld", "env.prompt_style=compact"])
