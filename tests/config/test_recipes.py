@@ -152,3 +152,12 @@ def test_prompt_style_must_be_offered_by_the_env() -> None:
     assert compose_config(["env.prompt_style=compact"]).config.env.prompt_style == "compact"
     with pytest.raises(ConfigError, match="env.prompt_style='compact' is not one of full"):
         compose_config(["env=alfworld", "env.prompt_style=compact"])
+
+
+def test_train_env_webshop_selects_the_reader_recipe_and_model_flag_opts_out() -> None:
+    from t2po_cli.cli.train import flag_overrides
+
+    assert flag_overrides(env="webshop")[0] == "experiment=webshop_gigpo_t2po"
+    assert compose_config(flag_overrides(env="webshop")).config.model.kind == "reader"
+    assert compose_config(flag_overrides(env="webshop", model="tiny")).config.model.kind == "tiny"
+    assert compose_config(flag_overrides(env="alfworld")).config.model.kind == "tiny"
