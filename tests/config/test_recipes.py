@@ -150,7 +150,7 @@ def test_webshop_experiment_is_the_reader_with_compact_prompts() -> None:
 
 def test_prompt_style_must_be_offered_by_the_env() -> None:
     assert compose_config(["env.prompt_style=compact"]).config.env.prompt_style == "compact"
-    with pytest.raises(ConfigError, match="env.prompt_style='compact' is not one of full"):
+    with pytest.raises(ConfigError, match=r"env\.prompt_style='compact' is not one of full"):
         compose_config(["env=alfworld", "env.prompt_style=compact"])
 
 
