@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,10 @@ def _val(s: Any, step: int) -> tuple[dict[str, float], float]:
     return m, time.perf_counter() - t0
 
 
-def run_seed(overrides: list[str], seed: int, steps: int, val_tasks: int, root: Path) -> dict[str, Any]:
-    """One seed: warm start (timed), validation, K train steps, validation. Returns the phase record."""
+def run_seed(overrides: list[str], seed: int, steps: int, val_tasks: int, root: Path,
+             flush: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """One seed: warm start (timed), validation, K train steps, validation. Returns the phase record;
+    ``flush`` receives the partial record after every phase (a run cut short still leaves its numbers)."""
     from t2po_cli.config.compose import compose_config
     from t2po_cli.run_folder import create_run_folder
     from t2po_cli.tracking import keys as K
@@ -67,13 +70,18 @@ def run_seed(overrides: list[str], seed: int, steps: int, val_tasks: int, root: 
     folder = create_run_folder(runs_root=root, experiment="learning", run_name=f"s{seed}",
                                resolved_yaml=composed.yaml, overrides=composed.overrides,
                                command=["bench/learning.py"], pin=False)
+    rec: dict[str, Any] = {"seed": seed, "steps_done": 0, "seconds": {}}
     t0 = time.perf_counter()
     ensure_warmstart(cfg)
-    t_warm = time.perf_counter() - t0
+    t_warm = rec["seconds"]["warmstart"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     s = build_session(folder.path)
-    t_load = time.perf_counter() - t0
+    t_load = rec["seconds"]["load"] = time.perf_counter() - t0
     val0, t_val0 = _val(s, 0)
+    p0 = val0[K.val(K.SUCCESS_RATE)]
+    rec.update(success_start=p0, se_start=success_se(p0, val_tasks), val_start={k: val0[k] for k in sorted(val0)})
+    rec["seconds"]["val_start"] = t_val0
+    flush(rec)
     t_train, gen_tokens, gen_s, train_success = 0.0, 0.0, 0.0, []
     for step in range(1, steps + 1):
         t0 = time.perf_counter()
@@ -84,8 +92,11 @@ def run_seed(overrides: list[str], seed: int, steps: int, val_tasks: int, root: 
         train_success.append(m.get(K.SUCCESS_RATE, math.nan))
         print(f"  seed {seed} step {step}: train success {train_success[-1]:.3f} "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        rec.update(steps_done=step, train_success=train_success)
+        rec["seconds"]["train"] = t_train
+        flush(rec)
     val1, t_val1 = _val(s, steps)
-    p0, p1 = val0[K.val(K.SUCCESS_RATE)], val1[K.val(K.SUCCESS_RATE)]
+    p1 = val1[K.val(K.SUCCESS_RATE)]
     return {
         "seed": seed, "steps": steps, "val_tasks": val_tasks,
         "success_start": p0, "se_start": success_se(p0, val_tasks),
@@ -115,11 +126,18 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="KEY=VALUE overrides on top of the recipe")
     args = ap.parse_args()
     overrides = [f"experiment={args.recipe}", *args.overrides]
-    rows = []
+    rows: list[dict[str, Any]] = []
     started = time.time()
+    command = "python bench/learning.py " + " ".join(sys.argv[1:])
+
+    def flush(partial: dict[str, Any]) -> None:
+        write(f"learning_{args.tag}", {"command": command, "overrides": overrides, "machine": machine(),
+                                       "complete": False, "wall_minutes": (time.time() - started) / 60,
+                                       "seeds": [*rows, partial]})
+
     with tempfile.TemporaryDirectory(prefix="t2po-learning-") as tmp:
         for seed in args.seeds:
-            rows.append(run_seed(overrides, seed, args.steps, args.val_tasks, Path(tmp)))
+            rows.append(run_seed(overrides, seed, args.steps, args.val_tasks, Path(tmp), flush))
             print(table([rows[-1]], ["seed", "success_start", "se_start", "success_end", "se_end", "gain_z",
                                      "fresh_run_minutes"]), flush=True)
     gains = [r["success_end"] - r["success_start"] for r in rows]
@@ -131,7 +149,7 @@ def main() -> None:
         "done_when_met": all(r["gain_z"] > 2 for r in rows)
         and all(r["fresh_run_minutes"] <= 15 for r in rows),
     }
-    payload = {"command": "python bench/learning.py " + " ".join(sys.argv[1:]), "overrides": overrides,
+    payload = {"command": command, "overrides": overrides, "complete": True,
                "machine": machine(), "wall_minutes": (time.time() - started) / 60, "summary": summary,
                "seeds": rows}
     path = write(f"learning_{args.tag}", payload)

@@ -51,7 +51,9 @@ def warmstart_key(cfg: RunConfig) -> str:
         **({"prompt_style": cfg.env.prompt_style} if cfg.env.prompt_style != "full" else {}),
         "max_turns": fam.turn_limit(cfg.env),
         "max_prompt_tokens": cfg.trainer.max_prompt_tokens,
-        "warmstart": {k: v for k, v in asdict(cfg.trainer.warmstart).items() if k not in ("enabled", "checkpoint")},
+        # bf16_autocast enters the key only when on, so the caches built before it existed stay valid.
+        "warmstart": {k: v for k, v in asdict(cfg.trainer.warmstart).items()
+                      if k not in ("enabled", "checkpoint") and not (k == "bf16_autocast" and not v)},
     }
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
     return f"{cfg.env.name}-{cfg.model.name}-{digest}"
