@@ -157,3 +157,28 @@ def test_collapse_testbed_recipe() -> None:
     cfg = compose_config(["experiment=collapse_testbed"]).config
     assert (cfg.env.name, cfg.algo.name, cfg.t2po.variant) == ("alfworld", "grpo", "off")
     assert cfg.trainer.kl_coef == 0.0 and cfg.trainer.lr > 10 * 1e-4
+
+
+def test_webshop_experiment_is_the_reader_with_compact_prompts() -> None:
+    # issue 18: the WebShop CPU recipe uses a model that can read; tiny stays the CI model on request.
+    cfg = compose_config(["experiment=webshop_gigpo_t2po"]).config
+    assert (cfg.model.kind, cfg.model.lora.enabled, cfg.env.prompt_style) == ("reader", True, "compact")
+    assert cfg.trainer.constrained_actions and not cfg.trainer.constrained_queries  # free-text search
+    assert cfg.trainer.warmstart.bf16_autocast and cfg.trainer.warmstart.full_finetune
+    ci = compose_config(["experiment=webshop_gigpo_t2po", "trainer=ci", "model=tiny"]).config
+    assert (ci.model.kind, ci.trainer.steps) == ("tiny", 2)
+
+
+def test_prompt_style_must_be_offered_by_the_env() -> None:
+    assert compose_config(["env.prompt_style=compact"]).config.env.prompt_style == "compact"
+    with pytest.raises(ConfigError, match=r"env\.prompt_style='compact' is not one of full"):
+        compose_config(["env=alfworld", "env.prompt_style=compact"])
+
+
+def test_train_env_webshop_selects_the_reader_recipe_and_model_flag_opts_out() -> None:
+    from t2po_cli.cli.train import flag_overrides
+
+    assert flag_overrides(env="webshop")[0] == "experiment=webshop_gigpo_t2po"
+    assert compose_config(flag_overrides(env="webshop")).config.model.kind == "reader"
+    assert compose_config(flag_overrides(env="webshop", model="tiny")).config.model.kind == "tiny"
+    assert compose_config(flag_overrides(env="alfworld")).config.model.kind == "tiny"

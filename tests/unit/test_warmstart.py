@@ -95,3 +95,15 @@ def test_truncated_think_rate_is_validated():
                                                                         truncated_think_rate=1.5)))
     with pytest.raises(ConfigError, match="truncated_think_rate"):
         validate_config(bad)
+
+
+def test_compact_prompt_style_gets_its_own_warmstart_key() -> None:
+    full = compose_config([]).config
+    assert warmstart_key(full) == warmstart_key(replace(full, env=replace(full.env, prompt_style="full")))
+    assert warmstart_key(full) != warmstart_key(replace(full, env=replace(full.env, prompt_style="compact")))
+
+
+def test_bf16_autocast_enters_the_key_only_when_on() -> None:
+    cfg = compose_config([]).config
+    on = replace(cfg, trainer=replace(cfg.trainer, warmstart=replace(cfg.trainer.warmstart, bf16_autocast=True)))
+    assert warmstart_key(cfg) != warmstart_key(on)

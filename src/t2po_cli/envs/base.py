@@ -13,7 +13,7 @@ invalid-action penalty is the trainer's business, never the env's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -75,6 +75,9 @@ class EnvConfig:
     """Real backends: bounded retries per request."""
     max_think_tokens: int | None = None
     """Per-env default for ``t2po.tti.max_think_tokens`` when that is unset."""
+    prompt_style: str = "full"
+    """``full`` (the paper's templates) or a shorter style the family offers (``EnvFamily.prompt_styles``;
+    WebShop: ``compact``, for small CPU models)."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,8 @@ class EnvFamily:
         demo_policy: ``(seed) -> Policy`` whose transcripts form the warm-start corpus; it must act only on
             what the prompt shows. None means the expert already does (ALFWorld, Search-QA); WebShop's
             expert reads the hidden target ASIN, so its demonstrator is a separate, fair policy.
+        extra_prompt_styles: prompt builders besides ``build_prompt`` (style ``full``), by style name
+            (``env.prompt_style``).
     """
 
     name: str
@@ -186,6 +191,16 @@ class EnvFamily:
     human_template: str = "<think>human</think>\n<action>{line}</action>"
     forced_answer_prompt: str | None = None
     demo_policy: Callable[[int], Policy] | None = None
+    extra_prompt_styles: Mapping[str, PromptBuilder] = field(default_factory=dict)
+
+    @property
+    def prompt_styles(self) -> tuple[str, ...]:
+        """Every valid ``env.prompt_style`` of this family, ``full`` first."""
+        return ("full", *self.extra_prompt_styles)
+
+    def prompt_builder(self, style: str) -> PromptBuilder:
+        """The prompt builder of ``style`` (validated against ``prompt_styles`` before a run starts)."""
+        return self.build_prompt if style == "full" else self.extra_prompt_styles[style]
 
     def demonstrator(self, seed: int) -> Policy:
         """The warm-start demonstrator: ``demo_policy`` when set, else the expert."""

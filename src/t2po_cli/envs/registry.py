@@ -52,7 +52,8 @@ def get_family(name: str) -> EnvFamily:
 
 
 def expert_dialogues(name: str, episodes: int, seed: int, *, history_length: int, max_turns: int | None = None,
-                     split: str = "train", demonstrator: bool = False) -> Iterator[list[tuple[str, str]]]:
+                     split: str = "train", demonstrator: bool = False, prompt_style: str = "full"
+                     ) -> Iterator[list[tuple[str, str]]]:
     """Scripted episodes as lists of (user prompt, assistant response) pairs.
 
     With ``demonstrator`` the family's warm-start demonstrator acts (the warm-start corpus: it uses only
@@ -60,6 +61,7 @@ def expert_dialogues(name: str, episodes: int, seed: int, *, history_length: int
     episodes, seed). Runs the embedded backend in-process; ``max_turns`` None = the family's limit.
     """
     fam = get_family(name)
+    build_prompt = fam.prompt_builder(prompt_style)
     tasks = fam.sample_tasks(split, list(range(episodes)), seed, 1)
     policy = fam.demonstrator(seed) if demonstrator else fam.expert_policy(seed)
     cfg = EnvConfig(name=name, backend="embedded", max_turns=max_turns)
@@ -69,7 +71,7 @@ def expert_dialogues(name: str, episodes: int, seed: int, *, history_length: int
         history: list[HistoryEntry] = []
         turns: list[tuple[str, str]] = []
         for t in range(fam.turn_limit(cfg)):
-            prompt = fam.build_prompt(task, history, obs, info, turn=t, history_length=history_length)
+            prompt = build_prompt(task, history, obs, info, turn=t, history_length=history_length)
             response = policy(task, obs, info, t)
             turns.append((prompt, response))
             proj = fam.project(response, info.get("admissible"))

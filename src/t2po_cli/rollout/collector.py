@@ -128,6 +128,7 @@ def collect(
     constrained_actions: bool = False,
     constrained_queries: bool = False,
     generate_finished: bool = False,
+    prompt_style: str = "full",
 ) -> Rollout:
     """Run ``len(tasks) × group_size`` episodes in lockstep and return the training rows.
 
@@ -155,10 +156,13 @@ def collect(
             the release; their samples are then dropped. They cost compute (``perf/generated_tokens``,
             ``t2po/tds/extra_gen_tokens``) and feed the released shared TTI state, but make no rows and no
             metrics. Off (the default), only active environments are generated for.
+        prompt_style: ``env.prompt_style``; ``full`` uses ``family.build_prompt``, another style the family's
+            builder of that name (``EnvFamily.prompt_builder``).
     """
     n = len(tasks) * group_size
     if len(streams) != n:
         raise ValueError(f"collect got {len(streams)} streams for {n} episodes (one per episode)")
+    build_prompt = family.prompt_builder(prompt_style) if prompt_style != "full" else family.build_prompt
     envs = [make_env() for _ in range(n)]
     env_tasks = [tasks[i // group_size] for i in range(n)]
     obs: list[str] = []
@@ -185,7 +189,7 @@ def collect(
         batch = list(range(n)) if generate_finished else active
         prompts = [
             encode_prompt(
-                family.build_prompt(
+                build_prompt(
                     env_tasks[i], histories[i], obs[i], infos[i], turn=turn, history_length=history_length
                 )
             )

@@ -147,7 +147,7 @@ def run_rollout(s: Session, phase: str, step: int, tasks: list[Task], group_size
         encode_prompt=encode, generate=generate, params=_sampling(cfg, s.family, phase),
         max_turns=s.family.turn_limit(cfg.env), history_length=cfg.env.history_length, streams=streams,
         token_hook_factory=token_hooks, turn_hook=turn_hook, constrained_actions=cfg.trainer.constrained_actions,
-        constrained_queries=cfg.trainer.constrained_queries,
+        constrained_queries=cfg.trainer.constrained_queries, prompt_style=cfg.env.prompt_style,
         # The release generates for the whole batch, finished envs included (t2po.md §8 #4); only with hooks,
         # so that t2po=off stays bit-identical to the baseline whatever t2po.compat says.
         generate_finished=cfg.t2po.compat == "released" and (token_hooks is not None or turn_hook is not None),

@@ -154,9 +154,11 @@ def base_folder(cfg: ModelConfig) -> Path:
         return offline_models.tiny_dir(cfg)
     if cfg.kind == "smollm2":
         return offline_models.smollm2_dir()
+    if cfg.kind == "reader":
+        return offline_models.reader_dir(cfg)
     if cfg.kind == "hf":
         return _resolve_hf(cfg.path)
-    raise UserError(f"unknown model.kind '{cfg.kind}'; choose tiny, smollm2 or hf")
+    raise UserError(f"unknown model.kind '{cfg.kind}'; choose tiny, smollm2, reader or hf")
 
 
 def _resolve_hf(path: str | None) -> Path:

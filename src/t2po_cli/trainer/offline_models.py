@@ -282,3 +282,87 @@ def smollm2_dir() -> Path:
         (out / "t2po_build.json").write_text(json.dumps({"source": str(gguf), "format": SMOLLM2_FORMAT}))
 
     return build_atomically(final, build)
+
+
+# -------------------------------------------------------------------------------------------- reader
+
+READER_FORMAT = 1
+"""Version of the reader build recipe below; bump on any change to how the folder is produced."""
+READER_TAGS = ("<think>", "</think>", "<action>", "</action>")
+"""Agent tags added to SmolLM2's tokenizer as single tokens (it splits each into three pieces). The thinking
+intervention needs ``<think>``/``</think>`` as single ids (``Policy.think_ids``); ``<action>`` and
+``</action>`` make the admissible-action constraint's open tag one token. Not special, as ``TAG_TOKENS``."""
+
+
+def reader_build_spec(num_layers: int, source: Path) -> dict:
+    """The inputs that determine a reader build (and so its cache key)."""
+    return {"format": READER_FORMAT, "num_layers": num_layers, "source": source.name, "tags": list(READER_TAGS)}
+
+
+def truncate_decoder(model: torch.nn.Module, num_layers: int) -> torch.nn.Module:
+    """Keep the first ``num_layers`` decoder layers of a Llama-style causal LM (in place).
+
+    The embeddings, the final norm and the (tied) LM head are kept, so the truncated model is the original
+    one read out early: SmolLM2's early layers already carry the token identities a copy task needs, and the
+    warm start re-adapts the read-out (issue 18).
+
+    Raises:
+        ValueError: ``num_layers`` outside ``1..len(layers)``.
+    """
+    layers = model.model.layers
+    if not 1 <= num_layers <= len(layers):
+        raise ValueError(f"num_layers={num_layers} outside 1..{len(layers)}")
+    model.model.layers = torch.nn.ModuleList(list(layers)[:num_layers])
+    model.config.num_hidden_layers = num_layers
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = model.config.layer_types[:num_layers]
+    return model
+
+
+def add_tag_tokens(model: torch.nn.Module, tokenizer, tags: Iterable[str] = READER_TAGS) -> list[int]:
+    """Add ``tags`` as single (non-special) tokens and initialise each new embedding row as the mean of the
+    rows of the pieces the tag used to split into, so ``<think>`` and ``</think>`` start distinct and near
+    their old meaning (a mean-of-vocabulary init would make every new tag the same input).
+
+    Returns:
+        The new token ids, in ``tags`` order.
+    """
+    from tokenizers import AddedToken
+
+    tags = list(tags)
+    pieces = [tokenizer.encode(t, add_special_tokens=False) for t in tags]
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in tags])
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    emb = model.get_input_embeddings().weight
+    ids = tokenizer.convert_tokens_to_ids(tags)
+    with torch.no_grad():
+        for tid, old in zip(ids, pieces, strict=True):
+            emb[tid] = emb[old].mean(dim=0)
+    model.tie_weights()
+    return [int(i) for i in ids]
+
+
+def reader_dir(cfg: ModelConfig) -> Path:
+    """Build (once) and return the cached ``reader``: SmolLM2-135M cut to its first ``cfg.num_layers``
+    decoder layers, with single-token agent tags and the plain ChatML template (no default system prompt).
+
+    Returns:
+        Folder with ``config.json``, ``model.safetensors`` (float32) and the tokenizer.
+    """
+    source = smollm2_dir()
+    spec = reader_build_spec(cfg.num_layers, source)
+    final = cache_root() / "models" / f"reader-{_digest(spec)}"
+
+    def build(out: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, local_files_only=True)
+        truncate_decoder(model, cfg.num_layers)
+        add_tag_tokens(model, tokenizer)
+        tokenizer.chat_template = CHAT_TEMPLATE
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / "t2po_build.json").write_text(json.dumps(spec, indent=2))
+
+    return build_atomically(final, build)

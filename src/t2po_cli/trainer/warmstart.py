@@ -12,6 +12,7 @@ recipe starts from the same weights, and the first one pays the cost.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -46,9 +47,13 @@ def warmstart_key(cfg: RunConfig) -> str:
         # Families with a separate demonstrator (WebShop) get a new key; the others keep their cached builds.
         **({"demonstrator": "demo"} if fam.demo_policy is not None else {}),
         "history_length": cfg.env.history_length,
+        # Only non-default styles enter the key, so the caches of full-prompt recipes stay valid.
+        **({"prompt_style": cfg.env.prompt_style} if cfg.env.prompt_style != "full" else {}),
         "max_turns": fam.turn_limit(cfg.env),
         "max_prompt_tokens": cfg.trainer.max_prompt_tokens,
-        "warmstart": {k: v for k, v in asdict(cfg.trainer.warmstart).items() if k not in ("enabled", "checkpoint")},
+        # bf16_autocast enters the key only when on, so the caches built before it existed stay valid.
+        "warmstart": {k: v for k, v in asdict(cfg.trainer.warmstart).items()
+                      if k not in ("enabled", "checkpoint") and not (k == "bf16_autocast" and not v)},
     }
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
     return f"{cfg.env.name}-{cfg.model.name}-{digest}"
@@ -92,7 +97,7 @@ def sft_examples(cfg: RunConfig, encode_prompt: Callable[[str], list[int]], toke
     for turns in expert_dialogues(cfg.env.name, ws.episodes, WARMSTART_SEED,
                                   history_length=cfg.env.history_length,
                                   max_turns=get_family(cfg.env.name).turn_limit(cfg.env),
-                                  demonstrator=True):
+                                  demonstrator=True, prompt_style=cfg.env.prompt_style):
         for prompt, response in turns:
             ids = tokenizer(response, add_special_tokens=False)["input_ids"]
             if ws.truncated_think_rate > 0 and rng.random() < ws.truncated_think_rate:
@@ -112,8 +117,12 @@ def supervised_finetune(
     pad_id: int,
     micro_batch: int,
     progress: Callable[[int, float], None] | None = None,
+    bf16: bool = False,
 ) -> list[float]:
     """Next-token cross-entropy on response tokens with AdamW and a one-cycle schedule (model.md §2).
+
+    ``bf16`` runs the forward (and so the backward) under bf16 autocast on the model's device; the loss is
+    computed from float32 logits either way.
 
     Returns:
         The loss of every step.
@@ -139,7 +148,8 @@ def supervised_finetune(
         n_tok = sum(int(examples[i][1].numel()) for i in batch_idx)
         for chunk in chunks:
             packed = pack_rows([examples[i][0] for i in chunk], [examples[i][1] for i in chunk], pad_id)
-            logits, _ = response_logits(model, packed)
+            with _autocast(model, bf16):
+                logits, _ = response_logits(model, packed)
             nll = torch.nn.functional.cross_entropy(
                 logits.float().reshape(-1, logits.shape[-1]), packed.response_ids.reshape(-1), reduction="none"
             ).reshape(packed.response_ids.shape)
@@ -153,6 +163,23 @@ def supervised_finetune(
         if progress is not None:
             progress(step, total)
     return losses
+
+
+def _autocast(model: torch.nn.Module, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on the model's device type when ``enabled``, else a no-op context."""
+    if not enabled:
+        return contextlib.nullcontext()
+    device = next(model.parameters()).device
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def bf16_available(device: torch.device) -> bool:
+    """Native bf16 on ``device``: CUDA's own check, or the CPU flags (``models.cpu_supports_bf16``)."""
+    from t2po_cli.trainer.models import cpu_supports_bf16
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return cpu_supports_bf16()
 
 
 def ensure_warmstart(cfg: RunConfig, *, progress: Progress | None = None) -> Path | None:
@@ -203,6 +230,7 @@ def build_warmstart(cfg: RunConfig, out: Path, *, progress: Progress | None = No
         losses = supervised_finetune(
             policy.model, examples, steps=ws.steps, lr=ws.lr, batch_size=ws.batch_size, pad_id=policy.pad_id,
             micro_batch=max(1, cfg.trainer.micro_batch_rows), progress=report,
+            bf16=ws.bf16_autocast and bf16_available(policy.device),
         )
     finally:
         report.progress.stop()

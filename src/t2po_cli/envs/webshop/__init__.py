@@ -14,7 +14,7 @@ from t2po_cli.envs.base import EnvFamily, Projection, Task, TextEnv
 from t2po_cli.envs.projection import project_think_action
 from t2po_cli.envs.webshop.catalog import CATALOG_SEED, TEST_GOALS, build_catalog, catalog_size
 from t2po_cli.envs.webshop.policies import demo_policy, expert_policy, random_policy
-from t2po_cli.envs.webshop.prompt import TEMPLATE_VERSION, build_prompt
+from t2po_cli.envs.webshop.prompt import TEMPLATE_VERSION, build_compact_prompt, build_prompt
 from t2po_cli.errors import UserError
 
 
@@ -75,4 +75,5 @@ FAMILY = EnvFamily(
     max_turns=15,
     input_hint="type one action, e.g. search[red running shoes] or click[buy now]",
     demo_policy=demo_policy,
+    extra_prompt_styles={"compact": build_compact_prompt},
 )
