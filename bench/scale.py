@@ -39,9 +39,11 @@ def _run(nproc: int, args: argparse.Namespace, root: Path, rep: int) -> dict[str
     if out.returncode != 0:
         raise SystemExit(f"nproc={nproc} failed:\n{out.stderr[-3000:]}")
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    steps = [r["metrics"]["timing_s/step"] for r in rows if r["split"] == "train"][1:]  # step 1: warm-up
-    step_s = statistics.mean(steps)
-    return {"step_s": step_s, "episodes_per_s": args.tasks * args.group / step_s, "wall_s": wall}
+    train = [r["metrics"] for r in rows if r["split"] == "train"][1:]  # step 1: warm-up
+    step_s = statistics.mean(m["timing_s/step"] for m in train)
+    return {"step_s": step_s, "episodes_per_s": args.tasks * args.group / step_s, "wall_s": wall,
+            "rollout_s": statistics.mean(m["timing_s/rollout"] for m in train),
+            "update_s": statistics.mean(m["timing_s/update"] for m in train)}
 
 
 def main() -> None:
@@ -59,13 +61,13 @@ def main() -> None:
                 results[nproc].append(_run(nproc, args, Path(tmp), rep))
     rows = []
     for nproc, runs in results.items():
-        rows.append({"ranks": nproc, "episodes_per_s": median([r["episodes_per_s"] for r in runs]),
-                     "step_s": median([r["step_s"] for r in runs]), "wall_s": median([r["wall_s"] for r in runs])})
+        rows.append({"ranks": nproc, **{k: median([r[k] for r in runs])
+                                        for k in ("episodes_per_s", "step_s", "rollout_s", "update_s", "wall_s")}})
     ratio = rows[1]["episodes_per_s"] / rows[0]["episodes_per_s"]
     payload = {"machine": machine(), "args": vars(args), "runs": {str(k): v for k, v in results.items()},
                "median": rows, "speedup_2_over_1": ratio, "target": 1.6}
     path = write("scale", payload)
-    print(table(rows, ["ranks", "episodes_per_s", "step_s", "wall_s"]))
+    print(table(rows, ["ranks", "episodes_per_s", "step_s", "rollout_s", "update_s", "wall_s"]))
     print(f"2 ranks / 1 rank episodes per second: {ratio:.2f} (target >= 1.6); load {os.getloadavg()[0]:.2f}")
     print(f"wrote {path}")
 

@@ -188,7 +188,6 @@ def build_session(run_dir: str | Path, *, tti: bool | None = None, progress: Pro
     """
     from t2po_cli.hooks.factory import build_hooks
     from t2po_cli.trainer.models import load_policy
-    from t2po_cli.trainer.warmstart import ensure_warmstart
 
     progress = progress or NullProgress()
     folder = RunFolder.open(run_dir)
@@ -200,13 +199,10 @@ def build_session(run_dir: str | Path, *, tti: bool | None = None, progress: Pro
     family = get_family(cfg.env.name)
     estimator = get_estimator(cfg.algo.name)
     dist_cfg = cfg.trainer.distributed
+    rank = D.world_from_env(os.environ, dist_cfg.strategy).rank if distributed else 0
+    warm = _warm_start(cfg, rank, progress)
     world = D.init_world(dist_cfg.strategy, dist_cfg.timeout_s,
                          device_type="cuda" if torch.cuda.is_available() else "cpu") if distributed else D.SINGLE
-    # Rank 0 builds the (cached) warm start; the others wait for it and then load the same checkpoint.
-    warm = ensure_warmstart(cfg, progress=progress) if world.is_main else None
-    D.barrier(world)
-    if not world.is_main:
-        warm = ensure_warmstart(cfg, progress=NullProgress())
     # Every rank initialises with the run's seed (identical weights: FSDP2 does not broadcast them).
     _seed_everything(cfg.trainer.seed)
     # A critic estimator (PPO) needs a value head: implied by the estimator (a derived local value, not a
@@ -242,6 +238,21 @@ def build_session(run_dir: str | Path, *, tti: bool | None = None, progress: Pro
         sink = MlflowSink(folder.path, cfg)
     return Session(cfg, folder, family, policy, engine, ctx, train_hooks, val_hooks,
                    MetricsWriter(folder.metrics_path), sink, progress, world)
+
+
+def _warm_start(cfg: RunConfig, rank: int, progress: Progress) -> Path | None:
+    """Rank 0 builds (or finds) the cached warm start; the other ranks wait for its file, not in a collective:
+    a first build can take longer than ``trainer.distributed.timeout_s``. Then all load the same checkpoint."""
+    from t2po_cli.trainer.warmstart import ensure_warmstart, warmstart_dir
+
+    if rank == 0:
+        return ensure_warmstart(cfg, progress=progress)
+    ws = cfg.trainer.warmstart
+    if ws.enabled and not ws.checkpoint:
+        done = warmstart_dir(cfg) / "policy.json"
+        while not done.is_file():  # rank 0 dying ends this rank too (torchrun / srun stop the job)
+            time.sleep(1.0)
+    return ensure_warmstart(cfg, progress=NullProgress())
 
 
 def _think_ids(cfg: RunConfig, policy: Policy) -> tuple[int, int] | None:
