@@ -132,9 +132,3 @@ DIAG_KEYS = (
     DIAG_TEMPLATE_MI, DIAG_TEMPLATE_RETRIEVAL_ACC, DIAG_GRAD_NORM_Z, DIAG_CLIP_FRAC_LOW, DIAG_CLIP_FRAC_HIGH,
 )
 """Every diag/* key, in the order the report plots them."""
-
-# Self-calibrating T2PO thresholds (written by the hooks with eta/tau=auto; AUTO work, issue 17 item 4)
-TDS_ETA = "t2po/tds/eta"
-"""The TDS threshold η in use this step."""
-TTI_TAU = "t2po/tti/tau"
-"""The TTI stagnation tolerance τ in use this step."""
