@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 from typing import Any
 
 import torch
@@ -85,6 +86,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
     rows: list[dict[str, Any]] = []
     raw: dict[str, Any] = {}
     for model in args.models.split(","):
@@ -101,18 +103,25 @@ def main() -> None:
         raw[model] = rates
         ours = median(rates["ours (signal, no hook)"])
         hf = median(rates["hf generate + post-hoc entropy"])
-        row = {"model": model, "ours tok/s": ours, "hf tok/s": hf, "ours/hf": ours / hf}
+        # Paired: the median of per-repetition ratios (contenders of one repetition run back to back, so a
+        # load swing between repetitions cancels; the machine is shared).
+        paired = median([o / h for o, h in zip(rates["ours (signal, no hook)"], rates["hf generate + post-hoc entropy"],
+                                                strict=True)])
+        row = {"model": model, "ours tok/s": ours, "hf tok/s": hf, "ours/hf": ours / hf, "ours/hf paired": paired}
         if "ours (signal + TTI hook)" in rates:
             hooked = median(rates["ours (signal + TTI hook)"])
             row["hook on tok/s"] = hooked
             row["hook on/off"] = hooked / ours
+            row["hook on/off paired"] = median([a / b for a, b in zip(rates["ours (signal + TTI hook)"],
+                                                                      rates["ours (signal, no hook)"], strict=True)])
         else:
             row["note"] = "model has no single-token <think>: TTI hook unavailable"
         rows.append(row)
-    cols = ["model", "ours tok/s", "hf tok/s", "ours/hf", "hook on tok/s", "hook on/off", "note"]
+    cols = ["model", "ours tok/s", "hf tok/s", "ours/hf", "ours/hf paired", "hook on tok/s", "hook on/off",
+            "hook on/off paired", "note"]
     print(table(rows, cols))
     print(write("rollout_engine", {"rows": rows, "rates_tok_s": raw, "batch": args.batch, "new_tokens": args.new,
-                                   "reps": args.reps, "machine": machine()}))
+                                   "reps": args.reps, "machine": machine(), "loadavg_before": load_before}))
 
 
 if __name__ == "__main__":

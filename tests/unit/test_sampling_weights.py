@@ -100,3 +100,14 @@ def test_shared_prefix_prefill_equals_separate_prefills(policy):
         assert alone.response_ids[0].tolist() == batched.response_ids[e].tolist()
         torch.testing.assert_close(alone.logps[0], batched.logps[e], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(alone.signals[0], batched.signals[e], atol=1e-5, rtol=1e-5)
+
+
+def test_merged_copy_shares_the_unadapted_tensors(policy):
+    merged = HFEngine(policy).decoding_model()
+    source_embed = policy.model.get_input_embeddings().weight
+    assert merged.get_input_embeddings().weight.data_ptr() == source_embed.data_ptr()  # shared, not copied
+    q_merged = merged.get_submodule("model.layers.0.self_attn.q_proj").weight
+    q_base = policy.model.get_submodule("base_model.model.model.layers.0.self_attn.q_proj").base_layer.weight
+    assert q_merged.data_ptr() != q_base.data_ptr()  # adapted: its own merged matrix
+    assert all(not p.requires_grad for p in merged.parameters())
+    assert any(p.requires_grad for p in policy.model.parameters())  # the trainable adapters are untouched

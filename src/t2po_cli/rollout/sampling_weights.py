@@ -8,7 +8,8 @@ checkpoint load): once per update, not per call.
 
 Staleness is detected from the adapters' tensor version counters (``Tensor._version``, bumped by every
 in-place write: ``optimizer.step``, ``load_state_dict``, ``copy_``), so no caller has to remember to
-invalidate. Memory: one extra copy of the base weights in their dtype (SmolLM2-135M bf16: ~270 MB).
+invalidate. Memory: one extra copy of the adapted weight matrices in the base dtype (SmolLM2-135M bf16, LoRA
+on q,k,v,o,gate,up,down: ~212 MB); the embeddings, norms and biases are shared with the source.
 
 Precision: the merged weight is rounded once to the base dtype. Under a bf16 base a LoRA delta smaller than
 half a bf16 ulp of its weight is rounded away in the sampling copy (as when TRL merges adapters into vLLM's
@@ -58,9 +59,17 @@ class MergedSampler:
             layer.lora_A[self._adapter].weight, layer.lora_B[self._adapter].weight, layer.base_layer.weight))
 
     def _build(self) -> None:
-        """Deep-copy the peft model and unload its LoRA layers into plain linears (done once)."""
+        """Deep-copy the peft model and unload its LoRA layers into plain linears (done once).
+
+        Only the adapted weights are copied: every other tensor (embeddings and the tied LM head, norms,
+        biases; frozen under LoRA) is shared with the source through deepcopy's memo, which keeps the copy's
+        extra memory to the adapted matrices.
+        """
+        own = {id(layer.base_layer.weight) for _, layer in self._layers}
+        shared = {id(t): t for t in (*self.source.parameters(), *self.source.buffers())
+                  if id(t) not in own and t.requires_grad is False}
         with torch.no_grad():
-            merged = copy.deepcopy(self.source).merge_and_unload()
+            merged = copy.deepcopy(self.source, memo=shared).merge_and_unload()
         merged.eval().requires_grad_(False)
         # peft's names carry a ``base_model.model.`` prefix that merge_and_unload strips.
         self._targets = [merged.get_submodule(name.removeprefix("base_model.model.")) for name, _ in self._layers]
