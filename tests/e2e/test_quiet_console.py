@@ -21,8 +21,9 @@ NOISE = re.compile(r"INFO|WARNING|Warning|warn\(|it/s|Loading weights|Writing mo
 
 def test_train_prints_only_its_own_lines_and_logs_the_rest(tmp_path: Path) -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "t2po_cli", "train", "--env", "webshop", "--json", "trainer=ci", "trainer.steps=2",
-         "env.max_turns=3", f"runs_root={tmp_path / 'runs'}"],  # MLflow on: a fresh sqlite store under runs/
+        [sys.executable, "-m", "t2po_cli", "train", "--env", "webshop", "--model", "tiny", "--json", "trainer=ci",
+         # MLflow on: a fresh sqlite store under runs/
+         "trainer.steps=2", "env.max_turns=3", f"runs_root={tmp_path / 'runs'}"],
         capture_output=True, text=True, cwd=tmp_path, timeout=1200,
     )
     assert r.returncode == 0, r.stderr[-3000:]
