@@ -82,8 +82,9 @@ def test_toy_estimator_composes_validates_and_trains(toy: Path) -> None:
     small = _t2po(toy, ["train", "--algo", "toy", "--dry-run", "trainer.group_size=1"])
     assert small.returncode == 2 and "algo toy needs trainer.group_size >= 2" in small.stderr
 
-    run = _t2po(toy, ["train", "--env", "webshop", "--algo", "toy", "--t2po", "off", "--json", "trainer=ci",
-                      "trainer.steps=1", "trainer.val_every=0", "env.max_turns=3", "tracking.mlflow=false"])
+    run = _t2po(toy, ["train", "--env", "webshop", "--model", "tiny", "--algo", "toy", "--t2po", "off", "--json",
+                      "trainer=ci", "trainer.steps=1", "trainer.val_every=0", "env.max_turns=3",
+                      "tracking.mlflow=false"])
     assert run.returncode == 0, run.stderr[-2000:]
     run_dir = toy / json.loads(run.stdout)["run_dir"]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
