@@ -1,7 +1,7 @@
-"""The learning frontier of the WebShop CPU default (issue 18): validation success at the warm start and after K
+"""The learning frontier of the WebShop reader recipe (issue 18): validation success at the warm start and after K
 RL steps, on several seeds, with standard errors, wall time per phase and tokens/s.
 
-For each seed it builds the default recipe's session (``experiment=webshop_gigpo_t2po`` unless ``--recipe``
+For each seed it builds the default recipe's session (``experiment=webshop_gigpo_t2po_reader`` unless ``--recipe``
 says otherwise, plus any KEY=VALUE overrides) exactly as ``t2po train`` does, then times each phase apart:
 
 * ``warmstart``: building the cached warm-start checkpoint (0 s when it is cached already);
@@ -121,7 +121,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="RL steps K per seed")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--val-tasks", type=int, default=64)
-    ap.add_argument("--recipe", default="webshop_gigpo_t2po", help="experiment recipe")
+    ap.add_argument("--recipe", default="webshop_gigpo_t2po_reader", help="experiment recipe")
     ap.add_argument("--tag", default="default", help="result file: bench/results/learning_<tag>.json")
     ap.add_argument("overrides", nargs="*", help="KEY=VALUE overrides on top of the recipe")
     args = ap.parse_args()

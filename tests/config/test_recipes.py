@@ -18,7 +18,7 @@ RECIPES = [k for k in _recipe_files() if not k.startswith("sweeps/")]
 def test_recipe_count_is_known() -> None:
     # A new recipe must be added here on purpose, so nothing is silently left unvalidated.
     on_disk = 1 + sum(1 for p in recipes_dir().rglob("*.yaml") if p.parent != recipes_dir())
-    assert len(RECIPES) == on_disk == 30
+    assert len(RECIPES) == on_disk == 31
 
 
 @pytest.mark.parametrize("key", RECIPES)
@@ -159,13 +159,13 @@ def test_collapse_testbed_recipe() -> None:
     assert cfg.trainer.kl_coef == 0.0 and cfg.trainer.lr > 10 * 1e-4
 
 
-def test_webshop_experiment_is_the_reader_with_compact_prompts() -> None:
-    # issue 18: the WebShop CPU recipe uses a model that can read; tiny stays the CI model on request.
-    cfg = compose_config(["experiment=webshop_gigpo_t2po"]).config
+def test_webshop_reader_experiment_is_the_reader_with_compact_prompts() -> None:
+    # issue 18: the WebShop recipe with a model that can read; tiny stays the CI model on request.
+    cfg = compose_config(["experiment=webshop_gigpo_t2po_reader"]).config
     assert (cfg.model.kind, cfg.model.lora.enabled, cfg.env.prompt_style) == ("reader", True, "compact")
     assert cfg.trainer.constrained_actions and not cfg.trainer.constrained_queries  # free-text search
     assert cfg.trainer.warmstart.bf16_autocast and cfg.trainer.warmstart.full_finetune
-    ci = compose_config(["experiment=webshop_gigpo_t2po", "trainer=ci", "model=tiny"]).config
+    ci = compose_config(["experiment=webshop_gigpo_t2po_reader", "trainer=ci", "model=tiny"]).config
     assert (ci.model.kind, ci.trainer.steps) == ("tiny", 2)
 
 
@@ -175,10 +175,12 @@ def test_prompt_style_must_be_offered_by_the_env() -> None:
         compose_config(["env=alfworld", "env.prompt_style=compact"])
 
 
-def test_train_env_webshop_selects_the_reader_recipe_and_model_flag_opts_out() -> None:
+def test_reader_is_opt_in_and_the_webshop_default_stays_the_tiny_model() -> None:
+    # The reader's warm start alone takes over 30 min here and had not learned to buy (0/64, issue 18 note),
+    # so `t2po train --env webshop` keeps the fast tiny default and the reader is one flag away.
     from t2po_cli.cli.train import flag_overrides
 
-    assert flag_overrides(env="webshop")[0] == "experiment=webshop_gigpo_t2po"
-    assert compose_config(flag_overrides(env="webshop")).config.model.kind == "reader"
-    assert compose_config(flag_overrides(env="webshop", model="tiny")).config.model.kind == "tiny"
+    assert compose_config(flag_overrides(env="webshop")).config.model.kind == "tiny"
+    reader = compose_config(flag_overrides(env="webshop", recipe="webshop_gigpo_t2po_reader")).config
+    assert (reader.model.kind, reader.env.prompt_style) == ("reader", "compact")
     assert compose_config(flag_overrides(env="alfworld")).config.model.kind == "tiny"

@@ -11,12 +11,6 @@ from t2po_cli.errors import UserError
 T2PO_SWITCHES = ("on", "off", "tti", "tds")
 
 
-ENV_DEFAULT_RECIPES = {"webshop": "webshop_gigpo_t2po"}
-"""What ``t2po train --env NAME`` runs. WebShop is a reading task the tiny model cannot learn (issue 18,
-``bench/copy_probe.py``), so its default is the recipe with the ``reader`` model and compact prompts; the other
-envs keep the plain composition (tiny model, trainer=cpu), which learns ALFWorld."""
-
-
 def flag_overrides(
     *,
     env: str | None = None,
@@ -30,13 +24,8 @@ def flag_overrides(
     tracking_uri: str | None = None,
     nproc: int | None = None,
 ) -> list[str]:
-    """Translate the convenience flags into Hydra overrides (flags first, KEY=VALUE after them).
-
-    ``--env NAME`` alone (no ``--recipe``, no ``--model``) selects that env's default recipe from
-    ``ENV_DEFAULT_RECIPES`` when it has one; ``--model tiny`` (or any model) keeps the plain composition.
-    """
+    """Translate the convenience flags into Hydra overrides (flags first, KEY=VALUE after them)."""
     out: list[str] = []
-    recipe = recipe or (ENV_DEFAULT_RECIPES.get(env) if env and not model else None)
     if recipe:
         out.append(f"experiment={recipe}")
     if env:
