@@ -34,6 +34,23 @@ def stable_rows(run: RunFolder) -> list[tuple[int, str, dict[str, float]]]:
     return rows
 
 
+def train_until_checkpoint(run: RunFolder, step: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train ``run`` and let its process "die" (KeyboardInterrupt) right after the step-``step`` checkpoint."""
+    from t2po_cli.trainer import loop
+
+    real_save = loop._save
+
+    def save_then_die(s, at):
+        real_save(s, at)
+        if at == step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train_run(run.path)
+    monkeypatch.setattr(loop, "_save", real_save)
+
+
 @pytest.fixture
 def e2e_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)

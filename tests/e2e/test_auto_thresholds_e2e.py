@@ -11,7 +11,7 @@ import pytest
 from t2po_cli.tracking import keys as K
 from t2po_cli.trainer import loop
 
-from .conftest import make_run, stable_rows
+from .conftest import make_run, stable_rows, train_until_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -23,19 +23,9 @@ def test_auto_thresholds_log_and_resume_exactly(e2e_root: Path, monkeypatch: pyt
     loop.train_run(full.path)
 
     broken = make_run(e2e_root, overrides, name="broken")
-    real_save = loop._save
-
-    def save_then_die(s, step):  # dies right after the step-2 checkpoint, with non-empty threshold windows
-        real_save(s, step)
-        if step == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "_save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        loop.train_run(broken.path)
+    train_until_checkpoint(broken, 2, monkeypatch)  # dies after the step-2 checkpoint, threshold windows non-empty
     state = json.loads((broken.path / "checkpoints" / "step_2" / "state.json").read_text())
     assert state["t2po_hooks"]["tds"]["eta_window"] and state["t2po_hooks"]["tti"]["tau_window"]
-    monkeypatch.setattr(loop, "_save", real_save)
     loop.train_run(broken.path)
 
     a, b = stable_rows(full), stable_rows(broken)

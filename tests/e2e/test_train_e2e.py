@@ -12,7 +12,7 @@ import torch
 from t2po_cli.cli.app import main
 from t2po_cli.trainer import loop
 
-from .conftest import make_run, stable_rows
+from .conftest import make_run, stable_rows, train_until_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -38,18 +38,8 @@ def test_resume_equals_uninterrupted_run(e2e_root: Path, monkeypatch: pytest.Mon
     loop.train_run(full.path)
 
     broken = make_run(e2e_root, overrides, name="broken")
-    real_save = loop._save
-
-    def save_then_die(s, step):  # the process "dies" right after the step-2 checkpoint
-        real_save(s, step)
-        if step == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "_save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        loop.train_run(broken.path)
+    train_until_checkpoint(broken, 2, monkeypatch)  # the process "dies" right after the step-2 checkpoint
     assert json.loads((broken.path / "status.json").read_text())["state"] == "failed"
-    monkeypatch.setattr(loop, "_save", real_save)
     loop.train_run(broken.path)
 
     a, b = stable_rows(full), stable_rows(broken)

@@ -156,17 +156,22 @@ def test_requeued_job_resumes_from_its_checkpoint(services: str, runs_root: Path
     assert rc == 0
     run, job = Path(out["run_dir"]), out["job_id"]
     _wait(lambda: len(_train_steps(run)) >= 2, 120, "two training steps before the requeue", every=0.5)
-    subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True)
-    # A requeued job is held until BeginTime (about 120 s later, infra.md §2.7.4); start it now instead.
-    _wait(lambda: "JobState=PENDING" in _show(job), 30, "the job to be pending again", every=0.5)
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, capture_output=True)
-    _wait(lambda: json.loads((run / "status.json").read_text()).get("state") == "finished"
-          and "JobState=COMPLETED" in _show(job), 180, "the requeued job to finish", every=1)
+    _requeue_and_finish(job, run, 180, "the requeued job to finish")
     assert "Restarts=1" in _show(job)
     assert _train_steps(run) == list(range(1, steps + 1))  # resumed, no duplicated rows
     state = json.loads((run / "mlflow_sync.json").read_text())
     history = mlflow.MlflowClient(tracking_uri=services).get_metric_history(state["run_id"], "episode/success_rate")
     assert sorted(m.step for m in history) == list(range(1, steps + 1))
+
+
+def _requeue_and_finish(job: str, run: Path, timeout_s: float, what: str) -> None:
+    """Requeue ``job``, start it again at once, and wait until it and its run have finished."""
+    subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True)
+    # A requeued job is held until BeginTime (about 120 s later, infra.md §2.7.4); start it now instead.
+    _wait(lambda: "JobState=PENDING" in _show(job), 30, "the job to be pending again", every=0.5)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, capture_output=True)
+    _wait(lambda: json.loads((run / "status.json").read_text()).get("state") == "finished"
+          and "JobState=COMPLETED" in _show(job), timeout_s, what, every=1)
 
 
 def _show(job: str) -> str:
@@ -188,11 +193,7 @@ def test_two_rank_job_trains_and_lands_in_mlflow(services: str, runs_root: Path,
     run, job = Path(out["run_dir"]), out["job_id"]
     assert "NumTasks=2" in _show(job)
     _wait(lambda: len(_train_steps(run)) >= 2, 180, "two training steps before the requeue", every=0.5)
-    subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True)
-    _wait(lambda: "JobState=PENDING" in _show(job), 30, "the job to be pending again", every=0.5)
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, capture_output=True)
-    _wait(lambda: json.loads((run / "status.json").read_text()).get("state") == "finished"
-          and "JobState=COMPLETED" in _show(job), 240, "the requeued 2-task job to finish", every=1)
+    _requeue_and_finish(job, run, 240, "the requeued 2-task job to finish")
     assert _train_steps(run) == list(range(1, steps + 1))  # resumed, no row lost or duplicated
     world = json.loads((run / "world.json").read_text())
     assert world["world_size"] == 2 and len(world["launches"]) >= 2

@@ -178,17 +178,26 @@ def policy_update(
                     break
                 (loss / len(chunks)).backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(ctx.params, t.grad_clip) if finite else torch.tensor(math.nan)
-            if not finite or not torch.isfinite(grad_norm):
-                # Never apply a non-finite update (gigpo.md §9 "our implementation adds"); count it instead.
-                ctx.optimizer.zero_grad(set_to_none=True)
-                nonfinite += int(finite)  # finite loss but non-finite gradient
-                skipped += 1
-                if not t.nan_guard:
-                    raise FloatingPointError("non-finite loss or gradient and trainer.nan_guard=false")
-                continue
-            ctx.optimizer.step()
-            ctx.stats.setdefault(K.GRAD_NORM, []).append(float(grad_norm))
+            dropped, bad_grad = _apply_update(ctx, finite, grad_norm, t.nan_guard)
+            skipped, nonfinite = skipped + dropped, nonfinite + bad_grad
     return _finish(ctx, skipped, nonfinite)
+
+
+def _apply_update(ctx: UpdateContext, finite: bool, grad_norm: torch.Tensor, nan_guard: bool) -> tuple[int, int]:
+    """Step the optimizer when the loss and the gradient are finite; otherwise drop the gradient.
+
+    Returns:
+        (skipped, nonfinite): 1 and 0/1 for a dropped update (nonfinite: finite loss but non-finite gradient).
+    """
+    if not finite or not torch.isfinite(grad_norm):
+        # Never apply a non-finite update (gigpo.md §9 "our implementation adds"); count it instead.
+        ctx.optimizer.zero_grad(set_to_none=True)
+        if not nan_guard:
+            raise FloatingPointError("non-finite loss or gradient and trainer.nan_guard=false")
+        return 1, int(finite)
+    ctx.optimizer.step()
+    ctx.stats.setdefault(K.GRAD_NORM, []).append(float(grad_norm))
+    return 0, 0
 
 
 def _finish(ctx: UpdateContext, skipped: int, nonfinite: int) -> dict[str, float]:
@@ -364,13 +373,6 @@ def _distributed_update(
             finite = D.all_reduce(float(finite), world, "min") > 0
             grad_norm = D.grad_norm_value(torch.nn.utils.clip_grad_norm_(ctx.params, t.grad_clip)) if finite \
                 else torch.tensor(math.nan)
-            if not finite or not torch.isfinite(grad_norm):
-                ctx.optimizer.zero_grad(set_to_none=True)
-                nonfinite += int(finite)
-                skipped += 1
-                if not t.nan_guard:
-                    raise FloatingPointError("non-finite loss or gradient and trainer.nan_guard=false")
-                continue
-            ctx.optimizer.step()
-            ctx.stats.setdefault(K.GRAD_NORM, []).append(float(grad_norm))
+            dropped, bad_grad = _apply_update(ctx, finite, grad_norm, t.nan_guard)
+            skipped, nonfinite = skipped + dropped, nonfinite + bad_grad
     return _finish(ctx, skipped, nonfinite)
