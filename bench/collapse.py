@@ -3,7 +3,7 @@
 For every variant and seed, trains the testbed recipe in a fresh run folder (one after the other, or
 ``--jobs`` at a time), then judges the run's ``metrics.jsonl`` with the report's collapse detectors
 (``report.detectors.judge_run``) and, when the DIAG work is present, the early-warning rules
-(``report.early_warning.first_warnings``). Per variant it reports:
+(``tracking.early_warning.first_warnings``). Per variant it reports:
 
 * collapse rate: runs where a collapse detector fired;
 * steps to collapse: the first collapse detection's step (collapsed runs only);
@@ -55,7 +55,7 @@ def judge(run: Path) -> dict[str, Any]:
         "success": success, "steps_run": len(train),
     }
     try:
-        from t2po_cli.report.early_warning import first_warnings  # DIAG's rules (issue #17 items 1-2)
+        from t2po_cli.tracking.early_warning import first_warnings  # DIAG's rules (issue #17 items 1-2)
     except ImportError:
         out["warnings"] = None
         out["lead_time"] = None

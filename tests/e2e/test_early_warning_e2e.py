@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from t2po_cli.report.early_warning import Warning, first_warnings
 from t2po_cli.tracking import keys as K
+from t2po_cli.tracking.early_warning import Warning, first_warnings
 from t2po_cli.tracking.jsonl import read_metrics
 from t2po_cli.trainer import loop
 from t2po_cli.trainer import watch as W

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from t2po_cli.report.early_warning import (
+from t2po_cli.tracking import keys as K
+from t2po_cli.tracking.early_warning import (
     RULES,
     Warning,
     WarningThresholds,
@@ -15,7 +16,6 @@ from t2po_cli.report.early_warning import (
     new_warnings,
     persistent_index,
 )
-from t2po_cli.tracking import keys as K
 
 
 def rows_of(series: dict[str, list[float | None]], split: str = "train") -> list[dict[str, Any]]:

@@ -13,9 +13,9 @@ from synthetic_runs import BASE_SPECS, Spec, make_run
 from t2po_cli.cli.app import main
 from t2po_cli.report.build import run_warnings
 from t2po_cli.report.detectors import judge_run
-from t2po_cli.report.early_warning import ANY_RULE, RunWarnings, Warning, pooled_leads
 from t2po_cli.report.load import load_folder_run
 from t2po_cli.report.render import _inline
+from t2po_cli.tracking.early_warning import ANY_RULE, RunWarnings, Warning, pooled_leads
 
 
 def _w(rule: str, step: int) -> Warning:

@@ -22,9 +22,7 @@ LAYERS: dict[str, frozenset[str]] = {
     "cli": frozenset({"jobs", "report", "trainer", "tracking", "config", "rollout", "hooks", "algo", "envs", "diag"}),
     "jobs": frozenset({"trainer", "tracking", "config"}),
     "report": frozenset({"tracking", "config"}),
-    # trainer → report: the live early warning runs the report's own rules (report/early_warning.py, stdlib
-    # only), so a warning fires at the same step in training and in ``t2po report``.
-    "trainer": frozenset({"report", "diag", "tracking", "config", "rollout", "hooks", "algo", "envs"}),
+    "trainer": frozenset({"diag", "tracking", "config", "rollout", "hooks", "algo", "envs"}),
     "tracking": frozenset({"config"}),
     "config": frozenset({"hooks", "algo", "envs"}),  # the registries and settings dataclasses (torch-free)
     "rollout": frozenset({"hooks", "envs"}),

@@ -189,7 +189,7 @@ class TrainerConfig:
     nan_guard: bool = True
     """Skip (and count) a step whose loss or gradient is non-finite."""
     on_collapse: str = "continue"
-    """What an early warning (``report/early_warning.py``) does: ``continue`` (print it and record it in
+    """What an early warning (``tracking/early_warning.py``) does: ``continue`` (print it and record it in
     status.json), ``stop`` (also save a checkpoint and end the run cleanly; ``t2po train --resume`` goes on)
     or ``rollback`` (restore the newest checkpoint saved before the warning's step and multiply the learning
     rate by ``rollback_lr_factor``; without such a checkpoint, or after ``max_rollbacks``, it stops)."""

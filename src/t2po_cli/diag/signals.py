@@ -2,7 +2,7 @@
 
 Shape letters: N episodes or rows, B rows in a batch, T response positions, G groups. Masks are bool, True =
 the token participates. Every function returns Python floats (nan when there is nothing to measure), so the
-trainer writes them as ``diag/*`` metrics (tracking/keys.py) and the rules in ``report/early_warning.py``
+trainer writes them as ``diag/*`` metrics (tracking/keys.py) and the rules in ``tracking/early_warning.py``
 read them back.
 """
 

@@ -15,14 +15,6 @@ from typing import Any
 
 from t2po_cli.report import plots
 from t2po_cli.report.detectors import DETECTOR_DOCS, RunVerdict, Thresholds, judge_run
-from t2po_cli.report.early_warning import (
-    ANY_RULE,
-    RULE_DOCS,
-    RunWarnings,
-    WarningThresholds,
-    pooled_leads,
-    warnings_from_points,
-)
 from t2po_cli.report.load import (
     ETA_KEY,
     SEED_KEY,
@@ -43,6 +35,14 @@ from t2po_cli.report.tables import (
     variant_rows,
 )
 from t2po_cli.tracking import keys as K
+from t2po_cli.tracking.early_warning import (
+    ANY_RULE,
+    RULE_DOCS,
+    RunWarnings,
+    WarningThresholds,
+    pooled_leads,
+    warnings_from_points,
+)
 
 
 @dataclass
@@ -143,7 +143,7 @@ def build_report(
 
 
 def run_warnings(run: RunData) -> list[Any]:
-    """The early warnings of one run, from its train series (``report/early_warning.py``)."""
+    """The early warnings of one run, from its train series (``tracking/early_warning.py``)."""
     points = {k: {int(st): float(v) for st, v in zip(s.steps, s.values, strict=True)}
               for k, s in run.series.items() if not k.startswith(K.VAL_PREFIX)}
     return warnings_from_points(points)
@@ -274,7 +274,7 @@ def _collapse_section(ordered: list[RunSummary], verdicts: dict[str, RunVerdict]
 
 def _warnings_section(a: Analysis, images: dict[str, Image]) -> Section:
     sec = Section("Early warnings")
-    sec.p("Rules on the `diag/*` signals that may precede a collapse (`report/early_warning.py`; the trainer "
+    sec.p("Rules on the `diag/*` signals that may precede a collapse (`tracking/early_warning.py`; the trainer "
           "runs the same rules live and acts on them as `trainer.on_collapse` says). **lead** = collapse step "
           "− warning step: positive when the warning came first.")
     sec.blocks.append(Table(

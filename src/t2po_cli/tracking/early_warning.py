@@ -17,7 +17,7 @@ The rules and their sources:
   ``token_mult_prob_error``: stale inference weights, precision or padding bugs).
 - ``grad_norm_z``: the gradient norm's robust z-score against its recent window above 4.
 
-Pure stdlib (no numpy, no torch): the trainer imports this module.
+Pure stdlib (no numpy, no torch), in tracking/ so that both the trainer (live) and `t2po report` use it.
 """
 
 from __future__ import annotations

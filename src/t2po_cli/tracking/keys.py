@@ -106,7 +106,7 @@ def val(key: str) -> str:
     """The validation name of a metric key."""
     return VAL_PREFIX + key
 
-# Early-warning diagnostics (diag/signals.py math, written by the trainer; rules in report/early_warning.py)
+# Early-warning diagnostics (diag/signals.py math, written by the trainer; rules in tracking/early_warning.py)
 DIAG_REWARD_SPREAD = "diag/reward_spread"
 """Mean over task groups of the population std of episode rewards."""
 DIAG_ZERO_SPREAD_GROUPS = "diag/zero_spread_groups"

@@ -1,7 +1,7 @@
-"""The live early warning: after every step, run the report's rules on the rows logged so far and decide
+"""The live early warning: after every step, run the early-warning rules on the rows logged so far and decide
 what ``trainer.on_collapse`` does about a new warning (issue 17).
 
-The rules are ``report/early_warning.py`` (stdlib only), the same code ``t2po report`` runs, so a warning
+The rules are ``tracking/early_warning.py`` (stdlib only), the same code ``t2po report`` runs, so a warning
 fires at the same step live and afterwards. This module holds the run-time state the loop needs for it
 (rows, gradient norms, rollbacks, the learning-rate scale) — derived state, never config.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from t2po_cli.report.early_warning import Warning, new_warnings
 from t2po_cli.tracking import keys as K
+from t2po_cli.tracking.early_warning import Warning, new_warnings
 
 CONTINUE, STOP, ROLLBACK = "continue", "stop", "rollback"
 
