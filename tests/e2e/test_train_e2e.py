@@ -130,3 +130,21 @@ def test_cli_train_then_eval(e2e_root: Path, capsys: pytest.CaptureFixture[str])
     assert (run_dir / "resolved_config.yaml").read_text() == config_before
     # resuming a finished run is a user error, not a retrain
     assert main(["train", "--resume", str(run_dir)]) == 2
+
+
+def test_ppo_value_head_trains_at_value_lr(e2e_root: Path) -> None:
+    # algo.ppo.value_lr is the value head's own learning rate (it was accepted and ignored before); the
+    # warm-up and rollback scale both groups alike.
+    run = make_run(e2e_root, ["env=searchqa", "algo=ppo", "trainer.lr=1e-4", "algo.ppo.value_lr=3e-2",
+                              "trainer.steps=1"])
+    s = loop.build_session(run.path)
+    groups = s.ctx.optimizer.param_groups
+    assert len(groups) == 2
+    head = {id(p) for p in s.policy.value_head.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == head
+    assert not head & {id(p) for p in groups[0]["params"]}
+    loop._set_lr(s, 1)
+    assert groups[0]["lr"] == pytest.approx(1e-4) and groups[1]["lr"] == pytest.approx(3e-2)
+    s.watch.lr_scale = 0.5
+    loop._set_lr(s, 1)
+    assert groups[0]["lr"] == pytest.approx(5e-5) and groups[1]["lr"] == pytest.approx(1.5e-2)

@@ -47,3 +47,20 @@ def test_alert_is_a_panel_on_a_terminal_and_one_line_otherwise() -> None:
     plain = io.StringIO()
     ConsoleProgress(Console(file=plain, force_terminal=False, width=200)).alert(line)
     assert plain.getvalue() == line + "\n"
+
+
+def test_watch_applies_the_configured_thresholds() -> None:
+    # diag/grad_norm_z of 5 fires the default rule (limit 4) and not one configured at 6
+    # (diagnostics.warnings.grad_z_max); the report reads the same key from a run's logged config.
+    from t2po_cli.config.schema import WarningThresholds
+    from t2po_cli.report.build import run_warning_thresholds
+    from t2po_cli.report.load import RunData
+
+    rows = [{"step": s, "split": "train", "metrics": {K.DIAG_GRAD_NORM_Z: 0.5}} for s in range(1, 6)]
+    rows.append({"step": 6, "split": "train", "metrics": {K.DIAG_GRAD_NORM_Z: 5.0}})
+    assert [w.rule for w in Watch(rows=rows).check(6)] == ["grad_norm_z"]
+    assert Watch(rows=rows, thresholds=WarningThresholds(grad_z_max=6.0)).check(6) == []
+
+    run = RunData("r", "r", {"diagnostics.warnings.grad_z_max": "6.0", "diagnostics.warnings.min_history": 3})
+    th = run_warning_thresholds(run)
+    assert (th.grad_z_max, th.min_history, th.spread_frac) == (6.0, 3, WarningThresholds().spread_frac)

@@ -10,7 +10,7 @@ Nothing reads a key with a default at run time (no ``cfg.get(key, default)``): e
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from t2po_cli.envs.base import EnvConfig
 from t2po_cli.hooks.settings import T2POConfig
@@ -205,6 +205,46 @@ class TrainerConfig:
 
 
 @dataclass
+class WarningThresholds:
+    """``diagnostics.warnings``: thresholds of the early-warning rules (``tracking/early_warning.py``; each
+    documented with the rule it belongs to). The trainer (live warnings) and ``t2po report`` read the run's own."""
+
+    min_history: int = 5
+    """Points of a rule's metric needed before the rule may fire (the first steps are noisy)."""
+    spread_frac: float = 0.3
+    """reward_spread_drop: fires when the smoothed spread is at or below this fraction of its running peak ..."""
+    spread_min_peak: float = 0.05
+    """... provided that peak is at least this (a spread that never rose carries no warning)."""
+    spread_smooth: int = 3
+    """reward_spread_drop: trailing mean over this many points before comparing with the peak."""
+    zero_spread_rate: float = 0.75
+    """zero_spread_groups: fraction of zero-spread groups at or above this ..."""
+    zero_spread_from: float = 0.5
+    """... after it was at or below this at an earlier point (the groups had a learning signal and lost it;
+    a policy that never solved anything has zero spread from its first step, which is no news) ..."""
+    zero_spread_persist: int = 3
+    """... for this many consecutive points ..."""
+    zero_spread_max_success: float = 0.9
+    """... while the success rate (when logged) is below this: identical rewards of a policy that solves
+    every task are saturation, not collapse (DAPO §3.2)."""
+    cov_min: float = 0.0
+    """entropy_adv_cov: the covariance must stay above this ..."""
+    cov_persist: int = 4
+    """... for this many consecutive points ..."""
+    cov_entropy_drop: float = 0.1
+    """... while the entropy fell by at least this fraction of its value at the first of those points."""
+    mult_error_max: float = 1.05
+    """logp_mult_error: mean exp|Δ log p| above this (NeMo-RL's investigation threshold) ..."""
+    mult_error_persist: int = 2
+    """... for this many consecutive points (one bad batch is not a stale engine)."""
+    grad_z_max: float = 4.0
+    """grad_norm_z: the robust z-score of the gradient norm above this."""
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+@dataclass
 class DiagnosticsConfig:
     """Early-warning diagnostics (``diag/*`` metrics, issue 17)."""
 
@@ -216,6 +256,8 @@ class DiagnosticsConfig:
     """``diag/grad_norm_z``: the previous steps' gradient norms the robust z-score is measured against."""
     grad_norm_min_points: int = 5
     """``diag/grad_norm_z``: fewer past gradient norms than this log no z-score."""
+    warnings: WarningThresholds = field(default_factory=WarningThresholds)
+    """Thresholds of the early-warning rules (live alarm, ``trainer.on_collapse``, report lead times)."""
 
 
 @dataclass

@@ -146,7 +146,23 @@ def run_warnings(run: RunData) -> list[Any]:
     """The early warnings of one run, from its train series (``tracking/early_warning.py``)."""
     points = {k: {int(st): float(v) for st, v in zip(s.steps, s.values, strict=True)}
               for k, s in run.series.items() if not k.startswith(K.VAL_PREFIX)}
-    return warnings_from_points(points)
+    return warnings_from_points(points, run_warning_thresholds(run))
+
+
+def run_warning_thresholds(run: RunData) -> WarningThresholds:
+    """The run's own ``diagnostics.warnings.*`` from its logged config (defaults for keys it did not log)."""
+    prefix = "diagnostics.warnings."
+    base = WarningThresholds()
+    out: dict[str, Any] = {}
+    for key, default in base.to_dict().items():
+        raw = run.params.get(prefix + key)
+        if raw is None:
+            continue
+        try:
+            out[key] = type(default)(float(raw)) if isinstance(default, float) else int(float(raw))
+        except (TypeError, ValueError):
+            continue
+    return WarningThresholds(**{**base.to_dict(), **out})
 
 
 def _summary(a: Analysis) -> dict[str, Any]:

@@ -155,10 +155,30 @@ def load_checkpoint(
             for n, t in weights[name].items():
                 params[n].copy_(t)
     for name, opt in optimizers.items():
-        opt.load_state_dict(opt_states[name])
+        opt.load_state_dict(_regroup(opt_states[name], opt))
     random.setstate(rng["python"])
     torch.set_rng_state(rng["torch"])
     return state
+
+
+def _regroup(saved: dict[str, Any], opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """Fit a checkpoint saved with one param group to an optimizer with several (same parameters, same order).
+
+    Checkpoints written before ``algo.ppo.value_lr`` took effect hold the value head in the policy's group;
+    the per-parameter moments are kept and each group takes its current settings (learning rates).
+    """
+    groups = saved["param_groups"]
+    if len(groups) == len(opt.param_groups) or len(groups) != 1:
+        return saved
+    indices = list(groups[0]["params"])
+    if len(indices) != sum(len(g["params"]) for g in opt.param_groups):
+        return saved  # let torch report the mismatch
+    new_groups, at = [], 0
+    for g in opt.param_groups:
+        n = len(g["params"])
+        new_groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": indices[at:at + n]})
+        at += n
+    return {"state": saved["state"], "param_groups": new_groups}
 
 
 # ------------------------------------------------------------------------------------------ distributed

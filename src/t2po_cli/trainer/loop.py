@@ -219,10 +219,15 @@ def build_session(run_dir: str | Path, *, tti: bool | None = None, progress: Pro
     val_hooks = build_hooks(cfg.t2po, think_ids, "val", budget, env_max_think_tokens=cfg.env.max_think_tokens,
                             released_state=released, tau_calibrator=getattr(train_hooks[0], "calibrator", None))
     params = [p for p in train_model.parameters() if p.requires_grad]
-    if policy.value_head is not None:
-        params += list(policy.value_head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay)
     settings = estimator.settings(getattr(cfg.algo, estimator.name))
+    # One param group per learning rate; ``base_lr`` is what the warm-up and rollback scale (``_set_lr``).
+    groups: list[dict[str, Any]] = [{"params": list(params), "lr": cfg.trainer.lr, "base_lr": cfg.trainer.lr}]
+    if policy.value_head is not None:
+        head = list(policy.value_head.parameters())
+        value_lr = float(getattr(settings, "value_lr", cfg.trainer.lr))  # algo.ppo.value_lr
+        groups.append({"params": head, "lr": value_lr, "base_lr": value_lr})
+        params += head
+    optimizer = torch.optim.AdamW(groups, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay)
     ctx = UpdateContext(
         model=train_model, optimizer=optimizer, params=params, pad_id=policy.pad_id,
         value_head=policy.value_head,
@@ -237,7 +242,8 @@ def build_session(run_dir: str | Path, *, tti: bool | None = None, progress: Pro
 
         sink = MlflowSink(folder.path, cfg)
     return Session(cfg, folder, family, policy, engine, ctx, train_hooks, val_hooks,
-                   MetricsWriter(folder.metrics_path), sink, progress, world)
+                   MetricsWriter(folder.metrics_path), sink, progress, world,
+                   watch=W.Watch(thresholds=cfg.diagnostics.warnings))
 
 
 def _warm_start(cfg: RunConfig, rank: int, progress: Progress) -> Path | None:
@@ -368,7 +374,8 @@ def _set_lr(s: Session, step: int) -> None:
     warm = int(t.warmup_ratio * t.steps)
     factor = min(1.0, step / warm) if warm else 1.0
     for group in s.ctx.optimizer.param_groups:
-        group["lr"] = t.lr * factor * s.watch.lr_scale  # lr_scale < 1 only after a rollback
+        # base_lr: trainer.lr for the policy, algo.ppo.value_lr for a value head; lr_scale < 1 after a rollback.
+        group["lr"] = group.get("base_lr", t.lr) * factor * s.watch.lr_scale
 
 
 def train_step(s: Session, step: int) -> dict[str, float]:

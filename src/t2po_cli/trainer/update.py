@@ -263,7 +263,7 @@ def _micro_loss(
         row_mask = torch.ones(len(chunk), dtype=torch.bool)
         vloss = L.value_loss(values, returns[chunk].float(), row_mask)
         loss = loss + ctx.value_coef * vloss
-        stats[K.VALUE_LOSS] = float(vloss)
+        stats[K.VALUE_LOSS] = float(vloss.detach())
     for k, v in stats.items():
         ctx.stats.setdefault(k, []).append(float(v))
     return loss

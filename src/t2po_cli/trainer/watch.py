@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from t2po_cli.tracking import keys as K
-from t2po_cli.tracking.early_warning import Warning, new_warnings
+from t2po_cli.tracking.early_warning import Warning, WarningThresholds, new_warnings
 
 CONTINUE, STOP, ROLLBACK = "continue", "stop", "rollback"
 
@@ -27,12 +27,14 @@ class Watch:
         lr_scale: product of the rollback factors applied so far (1.0 = none); saved in checkpoints.
         rollbacks: rollbacks done so far; saved in checkpoints.
         events: every warning reported so far with the action taken (status.json ``warnings``).
+        thresholds: the rules' thresholds (``diagnostics.warnings``; defaults when None).
     """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     lr_scale: float = 1.0
     rollbacks: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)
+    thresholds: WarningThresholds | None = None
 
     def grad_norms(self, window: int) -> list[float]:
         """The last ``window`` train gradient norms logged (the history of ``diag/grad_norm_z``)."""
@@ -45,7 +47,7 @@ class Watch:
 
     def check(self, step: int) -> list[Warning]:
         """Warnings whose first firing is at ``step`` (the rows of ``step`` must already be in ``rows``)."""
-        return new_warnings(self.rows, step)
+        return new_warnings(self.rows, step, self.thresholds)
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {"lr_scale": self.lr_scale, "rollbacks": self.rollbacks}
