@@ -8,7 +8,8 @@ For every variant and seed, trains the testbed recipe in a fresh run folder (one
 * collapse rate: runs where a collapse detector fired;
 * steps to collapse: the first collapse detection's step (collapsed runs only);
 * warning lead time: collapse step minus the first warning at or before it (collapsed runs with a warning);
-* final success: the mean train success rate over the last three steps.
+* first warnings: each seed's first warning (rule@step);
+* final reward / final success: the mean train reward / success rate over the last three steps.
 
 A variant whose overrides the config rejects (e.g. ``trainer.on_collapse`` before the DIAG work is merged) is
 recorded as unavailable, not silently dropped. Numbers go to ``bench/results/collapse.json`` and a table.
@@ -37,6 +38,7 @@ from _common import machine, table, write
 
 DEFAULT_VARIANTS = ("baseline=--t2po off", "t2po=--t2po on", "rollback=--t2po off trainer.on_collapse=rollback")
 SUCCESS = "episode/success_rate"
+REWARD = "episode/reward/mean"
 
 
 def judge(run: Path) -> dict[str, Any]:
@@ -48,11 +50,14 @@ def judge(run: Path) -> dict[str, Any]:
     verdict = judge_run(series_from_rows(rows))
     train = [r for r in rows if r["split"] == "train"]
     success = [float(r["metrics"][SUCCESS]) for r in train if SUCCESS in r["metrics"]]
+    reward = [float(r["metrics"][REWARD]) for r in train if REWARD in r["metrics"]]
     out: dict[str, Any] = {
         "collapsed": verdict.collapsed, "collapse_step": verdict.collapse_step,
         "detections": [d.to_dict() for d in verdict.detections],
         "final_success": statistics.fmean(success[-3:]) if success else float("nan"),
-        "success": success, "steps_run": len(train),
+        "final_reward": statistics.fmean(reward[-3:]) if reward else float("nan"),
+        "peak_reward": max(reward) if reward else float("nan"),
+        "success": success, "reward": reward, "steps_run": len(train),
     }
     try:
         from t2po_cli.tracking.early_warning import first_warnings  # DIAG's rules (issue #17 items 1-2)
@@ -82,6 +87,11 @@ def _train(recipe: str, name: str, extra: list[str], seed: int, root: Path) -> d
     return {**base, "rc": done.returncode, **judge(run)}
 
 
+def _first_warning(run: dict[str, Any]) -> str:
+    ws = run.get("warnings") or []
+    return f"{ws[0]['rule']}@{ws[0]['step']}" if ws else "-"
+
+
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per variant: collapse rate, mean steps to collapse, median lead time, mean final success."""
     rows = []
@@ -99,6 +109,8 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "steps to collapse": statistics.fmean(r["collapse_step"] for r in collapsed) if collapsed else "-",
             "collapse steps": " ".join(str(r["collapse_step"]) for r in mine),
             "lead time (median)": statistics.median(leads) if leads else "-",
+            "first warnings": " ".join(_first_warning(r) for r in mine),
+            "final reward": statistics.fmean(r["final_reward"] for r in mine),
             "final success": statistics.fmean(r["final_success"] for r in mine),
         })
     return rows
@@ -129,7 +141,7 @@ def main() -> None:
     path = write(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "machine": machine(),
                             "summary": summary, "runs": runs})
     print(table(summary, ["variant", "runs", "collapse rate", "steps to collapse", "collapse steps",
-                          "lead time (median)", "final success"]))
+                          "lead time (median)", "first warnings", "final reward", "final success"]))
     print(f"wrote {path}", file=sys.stderr)
 
 

@@ -336,3 +336,23 @@ def test_step_with_arbitrary_strings_never_crashes(actions):
         obs, reward, _done, info = env.step(a)
         assert isinstance(obs, str) and reward in (0.0, 10.0)
         assert {"won", "admissible", "task_score", "anchor_obs"} <= set(info)
+
+
+def test_score_reward_pays_partial_credit_and_success_reward_does_not():
+    # env.reward=score: the original WebShop's partial credit (10 · purchase score); env.reward=success:
+    # T2PO's 10 · won. Buying the third result of a search: partial credit, not a win.
+    from t2po_cli.envs.base import SCORE_REWARD_SCALE, build_env
+
+    rewards = {}
+    for mode in ("success", "score"):
+        env = build_env(FAMILY, EnvConfig(name="webshop", reward=mode))
+        env.reset(_task(0))
+        asin = env.step("search[green tea]")[3]["available_actions"]["clickables"][2]
+        mid = env.step(f"click[{asin}]")
+        done = env.step("click[buy now]")
+        assert mid[1] == 0.0 and done[2] is True
+        rewards[mode] = (done[1], done[3]["task_score"], done[3]["won"])
+    (r_succ, score, won), (r_score, score2, won2) = rewards["success"], rewards["score"]
+    assert score == score2 and won == won2 is False and 0.0 < score < 1.0
+    assert r_succ == 0.0
+    assert r_score == pytest.approx(SCORE_REWARD_SCALE * score)

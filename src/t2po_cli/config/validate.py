@@ -49,7 +49,7 @@ def validate_config(cfg: s.RunConfig) -> None:
     section and the ``t2po`` section validate their own fields. Nothing here imports torch.
     """
     from t2po_cli.algo.registry import estimator_names, get_estimator
-    from t2po_cli.envs.base import BACKENDS, EXECUTORS
+    from t2po_cli.envs.base import BACKENDS, EXECUTORS, REWARDS
     from t2po_cli.envs.registry import env_names, get_family
 
     _finite_floats(cfg)
@@ -59,6 +59,7 @@ def validate_config(cfg: s.RunConfig) -> None:
     _choice(cfg.env.executor, EXECUTORS, "env.executor")
     if cfg.env.name in env_names():
         _choice(cfg.env.prompt_style, get_family(cfg.env.name).prompt_styles, "env.prompt_style")
+    _choice(cfg.env.reward, REWARDS, "env.reward")
     estimator = get_estimator(cfg.algo.name)
     for name in estimator_names():  # every section is checked: a bad value must not wait for its algo
         section = getattr(cfg.algo, name)

@@ -78,6 +78,11 @@ class EnvConfig:
     prompt_style: str = "full"
     """``full`` (the paper's templates) or a shorter style the family offers (``EnvFamily.prompt_styles``;
     WebShop: ``compact``, for small CPU models)."""
+    reward: str = "success"
+    """``success``: the family's own reward, T2PO's ``10 · won`` (envs.md §1). ``score``: ``10 · task_score``
+    at the end of an episode, partial credit as in the original WebShop (Yao et al. 2022: the purchase's
+    attribute/option/price score in [0, 1]); Search-QA's score is its exact match and ALFWorld's is ``won``, so
+    for them the two are the same. Success metrics always count wins."""
 
 
 @dataclass(frozen=True)
@@ -209,3 +214,35 @@ class EnvFamily:
     def turn_limit(self, cfg: EnvConfig) -> int:
         """``env.max_turns`` when set, else the family's own limit."""
         return cfg.max_turns if cfg.max_turns is not None else self.max_turns
+
+
+REWARDS = ("success", "score")
+"""Values of ``env.reward``."""
+SCORE_REWARD_SCALE = 10.0
+"""``env.reward=score``: a perfect score earns what a win earns (T2PO's win reward is 10)."""
+
+
+class ScoreRewardEnv:
+    """A TextEnv whose terminal reward is ``SCORE_REWARD_SCALE · info["task_score"]`` (``env.reward=score``);
+    non-terminal rewards, observations and infos are the wrapped env's."""
+
+    def __init__(self, env: TextEnv) -> None:
+        self.env = env
+
+    def reset(self, task: Task) -> tuple[str, dict[str, Any]]:
+        return self.env.reset(task)
+
+    def step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
+        obs, reward, done, info = self.env.step(action)
+        if done:
+            reward = SCORE_REWARD_SCALE * float(info.get("task_score", 0.0))
+        return obs, reward, done, info
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def build_env(family: EnvFamily, cfg: EnvConfig) -> TextEnv:
+    """A fresh env of ``family`` for ``cfg`` with the reward ``cfg.reward`` asks for."""
+    env = family.make_env(cfg)
+    return ScoreRewardEnv(env) if cfg.reward == "score" else env

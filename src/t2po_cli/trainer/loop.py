@@ -36,7 +36,7 @@ from t2po_cli.algo.registry import get_estimator
 from t2po_cli.config.compose import load_run_config
 from t2po_cli.config.schema import RunConfig
 from t2po_cli.console import NullProgress, Progress
-from t2po_cli.envs.base import EnvFamily, Task
+from t2po_cli.envs.base import EnvFamily, Task, build_env
 from t2po_cli.envs.registry import get_family
 from t2po_cli.hooks.base import TokenHookFactory, TurnHook
 from t2po_cli.rollout.collector import Rollout, collect
@@ -143,7 +143,7 @@ def run_rollout(s: Session, phase: str, step: int, tasks: list[Task], group_size
                                  admissible=admissible)
 
     return collect(
-        family=s.family, make_env=lambda: s.family.make_env(cfg.env), tasks=tasks, group_size=group_size,
+        family=s.family, make_env=lambda: build_env(s.family, cfg.env), tasks=tasks, group_size=group_size,
         encode_prompt=encode, generate=generate, params=_sampling(cfg, s.family, phase),
         max_turns=s.family.turn_limit(cfg.env), history_length=cfg.env.history_length, streams=streams,
         token_hook_factory=token_hooks, turn_hook=turn_hook, constrained_actions=cfg.trainer.constrained_actions,
