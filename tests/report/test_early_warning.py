@@ -88,6 +88,20 @@ def test_entropy_adv_cov_needs_positive_cov_and_falling_entropy() -> None:
     assert first_warnings(rows_of({K.DIAG_ENTROPY_ADV_COV: cov, K.ENTROPY: [1.0] * 7})) == []
 
 
+def test_entropy_rise_fires_after_two_points_above_one_and_a_half_times_the_baseline() -> None:
+    # Baseline = median(1.0, 0.8, 1.2) = 1.0, limit 1.5: steps 5, 7, 8 are at or above it; 5 alone is not
+    # persistent, 7-8 are → step 8 (value 1.7, 1.7x).
+    ent = [1.0, 0.8, 1.2, 1.3, 1.6, 1.4, 1.5, 1.7]
+    (w,) = first_warnings(rows_of({K.ENTROPY: ent}))
+    assert (w.rule, w.step, w.value) == ("entropy_rise", 8, 1.7)
+    assert "1.7x" in w.message
+    # Above the limit from step 4: fires once min_history (5) points exist.
+    assert [(w.rule, w.step) for w in first_warnings(rows_of({K.ENTROPY: [1.0, 1.0, 1.0, 2.0, 2.0]}))] == [
+        ("entropy_rise", 5)]
+    assert first_warnings(rows_of({K.ENTROPY: [1.0] * 10})) == []
+    assert first_warnings(rows_of({K.ENTROPY: ent}), WarningThresholds(entropy_rise_factor=1.75)) == []
+
+
 def test_mult_error_fires_after_two_points_above_threshold() -> None:
     m = [1.0, 1.0, 1.0, 1.0, 1.06, 1.01, 1.07, 1.08]
     (w,) = first_warnings(rows_of({K.DIAG_LOGP_MULT_ERROR: m}))
@@ -132,6 +146,7 @@ def test_thresholds_are_respected() -> None:
 
 
 def test_every_rule_reads_a_diag_key_and_the_api_shape() -> None:
-    assert {r.metric for r in RULES} <= set(K.DIAG_KEYS)
+    # Every rule reads a diag/* key, except entropy_rise, which reads the trainer's token entropy itself.
+    assert {r.metric for r in RULES} <= {*K.DIAG_KEYS, K.ENTROPY}
     w = Warning("r", 1, "m", 0.5, "msg")
     assert w.to_dict() == {"rule": "r", "step": 1, "metric": "m", "value": 0.5, "message": "msg"}

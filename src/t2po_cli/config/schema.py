@@ -237,6 +237,12 @@ class WarningThresholds:
     """logp_mult_error: mean exp|Δ log p| above this (NeMo-RL's investigation threshold) ..."""
     mult_error_persist: int = 2
     """... for this many consecutive points (one bad batch is not a stale engine)."""
+    entropy_rise_factor: float = 1.5
+    """entropy_rise: entropy at or above this multiple of its baseline ..."""
+    entropy_rise_baseline: int = 3
+    """... the median of its first this many points ..."""
+    entropy_rise_persist: int = 2
+    """... for this many consecutive points."""
     grad_z_max: float = 4.0
     """grad_norm_z: the robust z-score of the gradient norm above this."""
 

@@ -110,13 +110,17 @@ def validate_config(cfg: s.RunConfig) -> None:
     _range(t.rollback_lr_factor, 0.0, 1.0, "trainer.rollback_lr_factor", lo_open=True)
     _positive(cfg.diagnostics.grad_norm_window, "diagnostics.grad_norm_window")
     w, wk = cfg.diagnostics.warnings, "diagnostics.warnings"
-    for name in ("min_history", "spread_smooth", "zero_spread_persist", "cov_persist", "mult_error_persist"):
+    for name in ("min_history", "spread_smooth", "zero_spread_persist", "cov_persist", "mult_error_persist",
+                 "entropy_rise_baseline", "entropy_rise_persist"):
         _positive(getattr(w, name), f"{wk}.{name}")
     for name in ("spread_frac", "zero_spread_rate", "zero_spread_from", "zero_spread_max_success",
                  "cov_entropy_drop"):
         _range(getattr(w, name), 0.0, 1.0, f"{wk}.{name}")
     _positive(w.spread_min_peak, f"{wk}.spread_min_peak", allow_zero=True)
     _positive(w.grad_z_max, f"{wk}.grad_z_max")
+    if w.entropy_rise_factor <= 1.0:
+        raise ConfigError(f"{wk}.entropy_rise_factor={w.entropy_rise_factor:g} would fire on a flat entropy; "
+                          "use a value above 1, e.g. 1.5")
     if w.mult_error_max < 1.0:
         raise ConfigError(f"{wk}.mult_error_max={w.mult_error_max:g} is below 1 (exp|Δ log p| >= 1 always, the "
                           "rule would fire every step); use a value above 1, e.g. 1.05")

@@ -15,6 +15,8 @@ The rules and their sources:
   "The Entropy Mechanism of RL for Reasoning LMs", arXiv 2505.22617).
 - ``logp_mult_error``: rollout/trainer token probability mismatch above 1.05 (NeMo-RL's
   ``token_mult_prob_error``: stale inference weights, precision or padding bugs).
+- ``entropy_rise``: the token entropy stays well above its first steps' (the policy diffuses: an update too
+  large for the policy's trust region; invalid actions, longer episodes and an entropy explosion follow).
 - ``grad_norm_z``: the gradient norm's robust z-score against its recent window above 4.
 
 Pure stdlib (no numpy, no torch), in tracking/ so that both the trainer (live) and `t2po report` use it.
@@ -173,6 +175,25 @@ def scan_mult_error(pts: Points, aux: Mapping[str, dict[int, float]], th: Warnin
     return i, v, f"{K.DIAG_LOGP_MULT_ERROR} at {v:.3g} (> {th.mult_error_max}): rollout and trainer disagree"
 
 
+def scan_entropy_rise(pts: Points, aux: Mapping[str, dict[int, float]], th: WarningThresholds) -> Hit | None:
+    """Entropy ≥ ``entropy_rise_factor`` × its baseline (the median of its first ``entropy_rise_baseline``
+    points) for ``entropy_rise_persist`` consecutive points, from point ``min_history`` on."""
+    if len(pts) < th.entropy_rise_baseline:
+        return None
+    first = sorted(v for _, v in pts[: th.entropy_rise_baseline])
+    mid = len(first) // 2
+    base = first[mid] if len(first) % 2 else (first[mid - 1] + first[mid]) / 2
+    if base <= 0:
+        return None
+    flags = [v >= th.entropy_rise_factor * base for _, v in pts]
+    i = persistent_index(flags, th.entropy_rise_persist, start=max(th.min_history, th.entropy_rise_baseline) - 1)
+    if i is None:
+        return None
+    v = pts[i][1]
+    return i, v, (f"{K.ENTROPY} rose to {v:.3g} ({v / base:.1f}x its first steps' {base:.3g}): the policy is "
+                  "diffusing")
+
+
 def scan_grad_norm_z(pts: Points, aux: Mapping[str, dict[int, float]], th: WarningThresholds) -> Hit | None:
     """Robust z-score of the gradient norm > ``grad_z_max``."""
     for i in range(max(0, th.min_history - 1), len(pts)):
@@ -191,6 +212,9 @@ RULES: tuple[Rule, ...] = (
          "entropy–advantage covariance positive for several steps while entropy falls", scan_entropy_adv_cov),
     Rule("logp_mult_error", K.DIAG_LOGP_MULT_ERROR,
          "rollout vs trainer token probabilities disagree (mean exp|Δ log p| > 1.05)", scan_mult_error),
+    Rule("entropy_rise", K.ENTROPY,
+         "token entropy well above its first steps' for several steps (the policy diffuses; format breakdown "
+         "and entropy explosion follow)", scan_entropy_rise),
     Rule("grad_norm_z", K.DIAG_GRAD_NORM_Z,
          "gradient norm far above its recent median (robust z-score)", scan_grad_norm_z),
 )
