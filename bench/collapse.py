@@ -15,7 +15,7 @@ A variant whose overrides the config rejects (e.g. ``trainer.on_collapse`` befor
 recorded as unavailable, not silently dropped. Numbers go to ``bench/results/collapse.json`` and a table.
 
 Usage:
-    python bench/collapse.py --seeds 0,1,2
+    python bench/collapse.py --seeds 0,1,2 --jobs 2 --keep /tmp/collapse_runs     # bench/README.md row h
     python bench/collapse.py --seeds 0,1,2 --variant "baseline=--t2po off" --variant "t2po=--t2po on"
     python bench/collapse.py --recipe my_candidate --seeds 0 --common "trainer.steps=2"   # smoke
 """
@@ -36,7 +36,10 @@ from typing import Any
 
 from _common import machine, table, write
 
-DEFAULT_VARIANTS = ("baseline=--t2po off", "t2po=--t2po on", "rollback=--t2po off trainer.on_collapse=rollback")
+DEFAULT_VARIANTS = ("baseline=--t2po off",
+                    # T2PO with the self-calibrating thresholds (the fixed CPU η regenerates nearly every turn)
+                    "t2po=--t2po on t2po.tds.eta=auto t2po.tti.tau=auto",
+                    "rollback=--t2po off trainer.on_collapse=rollback")
 SUCCESS = "episode/success_rate"
 REWARD = "episode/reward/mean"
 
