@@ -142,3 +142,21 @@ def test_secrets_never_logged(tmp_path: Path, store, monkeypatch) -> None:
     assert "MY_API_TOKEN" not in data.tags and data.tags["team"] == "rl" and data.tags["env.SLURM_JOB_ID"] == "42"
     assert "s3cr3t" not in json.dumps(data.params) + json.dumps(data.tags)
     assert data.params["t2po.tds.skip_tokens"] == str(cfg.t2po.tds.skip_tokens)
+
+
+@pytest.mark.parametrize(("state", "status"), [("finished", "FINISHED"), ("failed", "FAILED"), ("stopped", "KILLED"),
+                                               ("running", "RUNNING")])
+def test_sync_marks_the_mlflow_run_by_the_folder_state(tmp_path: Path, store, capsys, state: str,
+                                                       status: str) -> None:
+    # A run stopped by trainer.on_collapse=stop ended early and can be resumed: KILLED, not left RUNNING;
+    # a run still running stays RUNNING.
+    from t2po_cli.cli.app import main
+    from t2po_cli.run_folder import RunFolder
+
+    uri, _ = store
+    run, _cfg = _run(tmp_path, uri, f"state_{state}")
+    _rows(run, range(1, 3))
+    RunFolder.open(run).write_status(state, step=2)
+    assert main(["sync", str(run), "--json"]) == 0
+    run_id = json.loads(capsys.readouterr().out)["runs"][0]["run_id"]
+    assert mlflow.MlflowClient(tracking_uri=uri).get_run(run_id).info.status == status

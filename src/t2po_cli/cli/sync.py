@@ -21,7 +21,7 @@ def sync_cmd(
     from t2po_cli.errors import BackendUnavailable, UserError
     from t2po_cli.run_folder import find_runs
     from t2po_cli.tracking.jsonl import read_metrics
-    from t2po_cli.tracking.mlflow_sink import MlflowSink, redact
+    from t2po_cli.tracking.mlflow_sink import RUN_STATE_TO_MLFLOW, MlflowSink, redact
 
     runs = find_runs(list(run_dirs))
     if not runs:
@@ -35,8 +35,8 @@ def sync_cmd(
         try:
             new = sink.sync(rows)
             state = str(run.read_status().get("state"))
-            if state in ("finished", "failed"):
-                sink.finish("FINISHED" if state == "finished" else "FAILED")
+            if state in RUN_STATE_TO_MLFLOW:
+                sink.finish(RUN_STATE_TO_MLFLOW[state])
             results.append({"run_dir": str(run.path), "ok": True, "delivered": new, "already": before,
                             "run_id": sink.state["run_id"]})
         except Exception as e:  # one unreachable store must not hide the others' results

@@ -151,6 +151,11 @@ def write_parent_link(run_dir: Path, parent_run_id: str) -> None:
     path.write_text(json.dumps(state))
 
 
+RUN_STATE_TO_MLFLOW = {"finished": "FINISHED", "failed": "FAILED", "stopped": "KILLED"}
+"""A run folder's final ``status.json`` state → the MLflow run status (``stopped``: ended early by
+``trainer.on_collapse=stop``, resumable; MLflow's name for a run ended before its end is KILLED)."""
+
+
 class MlflowSink:
     """Deliver a run's metrics rows to MLflow, resumably.
 

@@ -499,7 +499,7 @@ def _train(s: Session, progress: Progress) -> dict[str, Any]:
         _status(s, "finished", step=t.steps)
     if s.sink is not None:
         s.sink.deliver(read_metrics(s.writer.path))
-        s.sink.finish("FINISHED")
+        s.sink.finish("KILLED" if stopped_at is not None else "FINISHED")  # stopped: ended early, resumable
     summary = {"steps": stopped_at or t.steps, "train": _headline(last_train), "val": _headline(last_val)}
     if stopped_at is None:
         progress.note(f"finished {s.folder.path}: val success {summary['val'].get('success_rate', float('nan')):.3f}")
