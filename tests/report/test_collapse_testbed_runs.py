@@ -70,3 +70,16 @@ def test_warnings_of_a_recorded_testbed_run_are_the_live_ones(name: str) -> None
         if row["split"] == "train":
             live += new_warnings(rows[: i + 1], row["step"])
     assert [(w.rule, w.step) for w in live] == expected
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+def test_recorded_testbed_run_was_paid_partial_credit(name: str) -> None:
+    # env.reward=score: every episode's reward is 10 x its purchase score, so the reward is positive without a
+    # single win (success 0) and the GRPO groups have spread from the first step: the learning signal the
+    # collapse mechanism needs.
+    rows = _rows(name)
+    reward, score = _train(rows, K.REWARD_MEAN), _train(rows, K.SCORE_MEAN)
+    success = _train(rows, K.SUCCESS_RATE)
+    assert reward.keys() == score.keys() and all(reward[s] == pytest.approx(10 * score[s]) for s in reward)
+    first = min(reward)
+    assert reward[first] > 0 and success[first] == 0 and _train(rows, K.DIAG_REWARD_SPREAD)[first] > 0
