@@ -7,8 +7,11 @@ For every variant and seed, trains the testbed recipe in a fresh run folder (one
 
 * collapse rate: runs where a collapse detector fired;
 * steps to collapse: the first collapse detection's step (collapsed runs only);
-* warning lead time: collapse step minus the first warning at or before it (collapsed runs with a warning);
+* warning lead time: collapse step minus the first warning at or before it (collapsed runs with a warning;
+  per seed, ``late`` when the run collapsed before any warning);
 * first warnings: each seed's first warning (rule@step);
+* steps run: train steps logged per seed, ``s`` when the run stopped itself (``on_collapse`` stop, or rollback
+  past ``trainer.max_rollbacks``): its detectors judged fewer steps;
 * final reward / final success: the mean train reward / success rate over the last three steps.
 
 A variant whose overrides the config rejects (e.g. ``trainer.on_collapse`` before the DIAG work is merged) is
@@ -52,6 +55,7 @@ def judge(run: Path) -> dict[str, Any]:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     verdict = judge_run(series_from_rows(rows))
     train = [r for r in rows if r["split"] == "train"]
+    status = json.loads((run / "status.json").read_text()) if (run / "status.json").is_file() else {}
     success = [float(r["metrics"][SUCCESS]) for r in train if SUCCESS in r["metrics"]]
     reward = [float(r["metrics"][REWARD]) for r in train if REWARD in r["metrics"]]
     out: dict[str, Any] = {
@@ -60,7 +64,8 @@ def judge(run: Path) -> dict[str, Any]:
         "final_success": statistics.fmean(success[-3:]) if success else float("nan"),
         "final_reward": statistics.fmean(reward[-3:]) if reward else float("nan"),
         "peak_reward": max(reward) if reward else float("nan"),
-        "success": success, "reward": reward, "steps_run": len(train),
+        "success": success, "reward": reward, "steps_run": len(train), "state": status.get("state"),
+        "actions": [w.get("action") for w in status.get("warnings", [])],
     }
     try:
         from t2po_cli.tracking.early_warning import first_warnings  # DIAG's rules (issue #17 items 1-2)
@@ -112,7 +117,11 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "steps to collapse": statistics.fmean(r["collapse_step"] for r in collapsed) if collapsed else "-",
             "collapse steps": " ".join(str(r["collapse_step"]) for r in mine),
             "lead time (median)": statistics.median(leads) if leads else "-",
+            # per seed: steps from the first warning to the collapse; "late" = collapsed before any warning
+            "lead times": " ".join("-" if not r["collapsed"] else str(r["lead_time"]) if r.get("lead_time")
+                                   is not None else "late" for r in mine),
             "first warnings": " ".join(_first_warning(r) for r in mine),
+            "steps run": " ".join(f"{r['steps_run']}{'s' if r.get('state') == 'stopped' else ''}" for r in mine),
             "final reward": statistics.fmean(r["final_reward"] for r in mine),
             "final success": statistics.fmean(r["final_success"] for r in mine),
         })
@@ -129,10 +138,19 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time")
     ap.add_argument("--keep", type=Path, default=None, help="keep run folders here (default: a temp dir)")
     ap.add_argument("--out", default="collapse")
+    ap.add_argument("--rejudge", type=Path, default=None, help="re-judge the runs of a results JSON whose run "
+                    "folders were kept (--keep), without training")
     args = ap.parse_args()
     variants = [(v.split("=", 1)[0], v.split("=", 1)[1].split() + args.common.split())
                 for v in (args.variant or DEFAULT_VARIANTS)]
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.rejudge is not None:
+        saved = json.loads(args.rejudge.read_text())
+        root = Path(saved["args"]["keep"])
+        runs = [{**{k: r[k] for k in ("variant", "seed", "overrides", "wall_s")}, "rc": r.get("rc"),
+                 **judge(root / f"{r['variant']}_s{r['seed']}")} for r in saved["runs"]]
+        _report(args.out, {**saved["args"], "rejudged_from": str(args.rejudge)}, runs, saved.get("machine", {}))
+        return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory(prefix="t2po_collapse_") as tmp:
         root = args.keep or Path(tmp)
@@ -140,11 +158,15 @@ def main() -> None:
         jobs = [(name, extra, seed) for name, extra in variants for seed in seeds]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             runs = list(pool.map(lambda j: _train(args.recipe, j[0], j[1], j[2], root), jobs))
+    _report(args.out, {k: str(v) for k, v in vars(args).items()}, runs, machine())
+
+
+def _report(out: str, args: dict[str, Any], runs: list[dict[str, Any]], machine_info: dict[str, Any]) -> None:
     summary = summarise(runs)
-    path = write(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "machine": machine(),
-                            "summary": summary, "runs": runs})
+    path = write(out, {"args": args, "machine": machine_info, "summary": summary, "runs": runs})
     print(table(summary, ["variant", "runs", "collapse rate", "steps to collapse", "collapse steps",
-                          "lead time (median)", "first warnings", "final reward", "final success"]))
+                          "lead time (median)", "lead times", "first warnings", "steps run", "final reward",
+                          "final success"]))
     print(f"wrote {path}", file=sys.stderr)
 
 
