@@ -90,3 +90,16 @@ def test_on_collapse_rollback_restores_and_lowers_lr(e2e_root: Path, monkeypatch
     assert [w["action"] for w in status["warnings"]] == ["rollback"]
     state = json.loads((run.path / "checkpoints" / "step_4" / "state.json").read_text())
     assert state["lr_scale"] == 0.5 and state["rollbacks"] == 1
+
+    # The retried step 3 starts from the same weights as the abandoned one (checkpoint 2) but draws fresh
+    # random streams: replaying the old ones would reproduce the abandoned rollout, and with it the warning.
+    # A run without the warning is the abandoned branch: its steps 1-2 equal ours, its step 3 rollout does not.
+    monkeypatch.undo()
+    plain = make_run(e2e_root, ["env=webshop", "trainer.steps=3", "trainer.save_every=1", "trainer.val_every=0",
+                                "trainer.lr=1e-4"], name="plain")
+    loop.train_run(plain.path)
+    other = [r for r in read_metrics(plain.metrics_path) if r["split"] == "train"]
+    rollout_keys = (K.TOKENS_PER_EPISODE, K.RESPONSE_LENGTH_MEAN, K.ENTROPY)
+    for i in (0, 1):
+        assert all(rows[i]["metrics"][k] == other[i]["metrics"][k] for k in rollout_keys)
+    assert any(rows[2]["metrics"][k] != other[2]["metrics"][k] for k in rollout_keys)

@@ -130,7 +130,11 @@ def run_rollout(s: Session, phase: str, step: int, tasks: list[Task], group_size
 
     cfg = s.cfg
     ids = range(len(tasks) * group_size) if episode_ids is None else episode_ids
-    streams = episode_streams(cfg.trainer.seed, step, phase, ids)
+    # After a rollback (trainer.on_collapse) the retried train steps draw fresh streams: the restored weights with
+    # the old streams would replay the abandoned step's rollout exactly, and with it the warning. Validation
+    # keeps its streams, so checkpoints stay comparable.
+    key = f"{phase}-retry{s.watch.rollbacks}" if phase == "train" and s.watch.rollbacks else phase
+    streams = episode_streams(cfg.trainer.seed, step, key, ids)
     token_hooks, turn_hook = s.train_hooks if phase == "train" else s.val_hooks
     max_prompt = cfg.trainer.max_prompt_tokens
 
