@@ -155,8 +155,10 @@ def test_auto_threshold_recipe_and_released_conflict() -> None:
 
 def test_collapse_testbed_recipe() -> None:
     cfg = compose_config(["experiment=collapse_testbed"]).config
-    assert (cfg.env.name, cfg.algo.name, cfg.t2po.variant) == ("alfworld", "grpo", "off")
-    assert cfg.trainer.kl_coef == 0.0 and cfg.trainer.lr > 10 * 1e-4
+    # WebShop with the partial-credit reward (a learning signal every step), 10x the CPU learning rate, no KL.
+    assert (cfg.env.name, cfg.env.reward, cfg.algo.name, cfg.t2po.variant) == ("webshop", "score", "grpo", "off")
+    assert cfg.trainer.kl_coef == 0.0 and cfg.trainer.lr == pytest.approx(10 * 1e-4)
+    assert cfg.trainer.save_every and cfg.trainer.steps >= 20
 
 
 def test_webshop_reader_experiment_is_the_reader_with_compact_prompts() -> None:

@@ -82,24 +82,25 @@ def test_on_collapse_rollback_restores_and_lowers_lr(e2e_root: Path, monkeypatch
     loop.train_run(run.path)
     assert fired == [3]
     rows = [r for r in read_metrics(run.metrics_path) if r["split"] == "train"]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4]  # step 3 re-run after the rollback, logged once
+    # The step-3 warning's rollouts came from checkpoint 2's weights, so the rollback restores checkpoint 1 (the
+    # policy before the one that showed it) and steps 2-4 run again at half the learning rate, each logged once.
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
     lrs = [r["metrics"][K.LR] for r in rows]
-    assert lrs == pytest.approx([1e-4, 1e-4, 0.5e-4, 0.5e-4])
+    assert lrs == pytest.approx([1e-4, 0.5e-4, 0.5e-4, 0.5e-4])
     status = json.loads((run.path / "status.json").read_text())
     assert status["state"] == "finished" and status["rollbacks"] == 1
     assert [w["action"] for w in status["warnings"]] == ["rollback"]
     state = json.loads((run.path / "checkpoints" / "step_4" / "state.json").read_text())
     assert state["lr_scale"] == 0.5 and state["rollbacks"] == 1
 
-    # The retried step 3 starts from the same weights as the abandoned one (checkpoint 2) but draws fresh
+    # The retried step 2 starts from the same weights as the abandoned one (checkpoint 1) but draws fresh
     # random streams: replaying the old ones would reproduce the abandoned rollout, and with it the warning.
-    # A run without the warning is the abandoned branch: its steps 1-2 equal ours, its step 3 rollout does not.
+    # A run without the warning is the abandoned branch: its step 1 equals ours, its step 2 rollout does not.
     monkeypatch.undo()
     plain = make_run(e2e_root, ["env=webshop", "trainer.steps=3", "trainer.save_every=1", "trainer.val_every=0",
                                 "trainer.lr=1e-4"], name="plain")
     loop.train_run(plain.path)
     other = [r for r in read_metrics(plain.metrics_path) if r["split"] == "train"]
     rollout_keys = (K.TOKENS_PER_EPISODE, K.RESPONSE_LENGTH_MEAN, K.ENTROPY)
-    for i in (0, 1):
-        assert all(rows[i]["metrics"][k] == other[i]["metrics"][k] for k in rollout_keys)
-    assert any(rows[2]["metrics"][k] != other[2]["metrics"][k] for k in rollout_keys)
+    assert all(rows[0]["metrics"][k] == other[0]["metrics"][k] for k in rollout_keys)
+    assert any(rows[1]["metrics"][k] != other[1]["metrics"][k] for k in rollout_keys)

@@ -149,4 +149,20 @@ def test_every_rule_reads_a_diag_key_and_the_api_shape() -> None:
     # Every rule reads a diag/* key, except entropy_rise, which reads the trainer's token entropy itself.
     assert {r.metric for r in RULES} <= {*K.DIAG_KEYS, K.ENTROPY}
     w = Warning("r", 1, "m", 0.5, "msg")
-    assert w.to_dict() == {"rule": "r", "step": 1, "metric": "m", "value": 0.5, "message": "msg"}
+    assert w.to_dict() == {"rule": "r", "step": 1, "metric": "m", "value": 0.5, "message": "msg", "since": 1}
+
+
+def test_since_is_where_the_condition_that_fired_began() -> None:
+    # entropy_rise fires at step 8 on the run 7-8 (persist 2) → since 7; entropy_adv_cov fires at 6 on the window
+    # 3-6 (4 points) → since 3; grad_norm_z is a single point → since = step; reward_spread_drop fires at 7 on the
+    # trailing mean of 5-7 → since 5.
+    ent = [1.0, 0.8, 1.2, 1.3, 1.6, 1.4, 1.5, 1.7]
+    assert [(w.step, w.since) for w in first_warnings(rows_of({K.ENTROPY: ent}))] == [(8, 7)]
+    cov = [0.0, 0.0, 0.01, 0.02, 0.02, 0.03, 0.03]
+    ent2 = [1.0, 1.0, 1.0, 0.95, 0.9, 0.85, 0.8]
+    (w,) = first_warnings(rows_of({K.DIAG_ENTROPY_ADV_COV: cov, K.ENTROPY: ent2}))
+    assert (w.rule, w.step, w.since) == ("entropy_adv_cov", 6, 3)
+    (w,) = first_warnings(rows_of({K.DIAG_GRAD_NORM_Z: [9.0, 0.1, -0.5, 0.3, 0.2, 4.5]}))
+    assert (w.step, w.since) == (6, 6)
+    (w,) = first_warnings(rows_of({K.DIAG_REWARD_SPREAD: [0.4, 0.4, 0.4, 0.4, 0.5, 0.0, 0.0, 0.0]}))
+    assert w.rule == "reward_spread_drop" and w.since == w.step - 2

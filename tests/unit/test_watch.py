@@ -64,3 +64,23 @@ def test_watch_applies_the_configured_thresholds() -> None:
     run = RunData("r", "r", {"diagnostics.warnings.grad_z_max": "6.0", "diagnostics.warnings.min_history": 3})
     th = run_warning_thresholds(run)
     assert (th.grad_z_max, th.min_history, th.spread_frac) == (6.0, 3, WarningThresholds().spread_frac)
+
+
+def test_rollback_keeps_checkpoints_back_past_the_longest_warning_window() -> None:
+    # Longest default window: entropy_adv_cov's 4 points; + the step whose weights first showed it + the warning
+    # step = 6 steps back → ceil(6 / save_every) + 1 checkpoints; without rollback the default 2.
+    from dataclasses import replace
+
+    from t2po_cli.config.schema import RunConfig
+    from t2po_cli.trainer.loop import _checkpoints_to_keep
+
+    cfg = RunConfig()
+
+    def keep(**trainer: object) -> int:
+        return _checkpoints_to_keep(replace(cfg, trainer=replace(cfg.trainer, **trainer)))
+
+    assert keep(on_collapse="continue", save_every=1) == 2
+    assert keep(on_collapse="rollback", save_every=1) == 7
+    assert keep(on_collapse="rollback", save_every=2) == 4
+    assert keep(on_collapse="rollback", save_every=10) == 2
+    assert keep(on_collapse="rollback", save_every=0) == 2

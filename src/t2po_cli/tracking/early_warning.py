@@ -38,13 +38,20 @@ Points = list[tuple[int, float]]
 
 @dataclass(frozen=True)
 class Warning:  # shadows the builtin inside this module only; the name bench/collapse.py imports
-    """One rule that fired: its first step, the metric and value that made it fire, and a readable message."""
+    """One rule that fired: its first step, the metric and value that made it fire, a readable message, and
+    ``since``: the step where the condition that made it fire began (the first point of its window or run of
+    points; ``step`` for single-point rules). ``trainer.on_collapse=rollback`` goes back to before it."""
 
     rule: str
     step: int
     metric: str
     value: float
     message: str
+    since: int = -1
+
+    def __post_init__(self) -> None:
+        if self.since < 0:
+            object.__setattr__(self, "since", self.step)
 
     def line(self) -> str:
         """The console line: ``warning: step 12 diag/reward_spread fell to … — collapse may follow``."""
@@ -57,8 +64,9 @@ class Warning:  # shadows the builtin inside this module only; the name bench/co
 EarlyWarning = Warning
 """Alias for readers who prefer not to shadow the builtin name."""
 
-Hit = tuple[int, float, str]
-"""A rule's firing: (index into its points, value, message)."""
+Hit = tuple[int, float, str] | tuple[int, float, str, int]
+"""A rule's firing: (index into its points, value, message[, index where its condition began: the first point of
+the window or run of points that made it fire; the firing index when omitted])."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +132,8 @@ def scan_reward_spread(pts: Points, aux: Mapping[str, dict[int, float]], th: War
         s = sum(window) / len(window)
         if i >= th.min_history - 1 and peak >= th.spread_min_peak and s <= th.spread_frac * peak:
             pct = 100.0 * s / peak
-            return i, s, f"{K.DIAG_REWARD_SPREAD} fell to {s:.3g} ({pct:.0f}% of its peak {peak:.3g})"
+            return (i, s, f"{K.DIAG_REWARD_SPREAD} fell to {s:.3g} ({pct:.0f}% of its peak {peak:.3g})",
+                    max(0, i - th.spread_smooth + 1))
         peak = max(peak, s)
     return None
 
@@ -142,7 +151,8 @@ def scan_zero_spread(pts: Points, aux: Mapping[str, dict[int, float]], th: Warni
     if i is None:
         return None
     v = pts[i][1]
-    return i, v, f"{K.DIAG_ZERO_SPREAD_GROUPS} at {v:.0%} of groups for {th.zero_spread_persist} steps"
+    return (i, v, f"{K.DIAG_ZERO_SPREAD_GROUPS} at {v:.0%} of groups for {th.zero_spread_persist} steps",
+            i - max(1, th.zero_spread_persist) + 1)
 
 
 def scan_entropy_adv_cov(pts: Points, aux: Mapping[str, dict[int, float]], th: WarningThresholds) -> Hit | None:
@@ -161,7 +171,7 @@ def scan_entropy_adv_cov(pts: Points, aux: Mapping[str, dict[int, float]], th: W
         if drop >= th.cov_entropy_drop:
             v = pts[i][1]
             return i, v, (f"{K.DIAG_ENTROPY_ADV_COV} positive ({v:.3g}) for {k} steps while entropy fell "
-                          f"{drop:.0%}")
+                          f"{drop:.0%}"), i - k + 1
     return None
 
 
@@ -172,7 +182,8 @@ def scan_mult_error(pts: Points, aux: Mapping[str, dict[int, float]], th: Warnin
     if i is None:
         return None
     v = pts[i][1]
-    return i, v, f"{K.DIAG_LOGP_MULT_ERROR} at {v:.3g} (> {th.mult_error_max}): rollout and trainer disagree"
+    return (i, v, f"{K.DIAG_LOGP_MULT_ERROR} at {v:.3g} (> {th.mult_error_max}): rollout and trainer disagree",
+            i - max(1, th.mult_error_persist) + 1)
 
 
 def scan_entropy_rise(pts: Points, aux: Mapping[str, dict[int, float]], th: WarningThresholds) -> Hit | None:
@@ -191,7 +202,7 @@ def scan_entropy_rise(pts: Points, aux: Mapping[str, dict[int, float]], th: Warn
         return None
     v = pts[i][1]
     return i, v, (f"{K.ENTROPY} rose to {v:.3g} ({v / base:.1f}x its first steps' {base:.3g}): the policy is "
-                  "diffusing")
+                  "diffusing"), i - max(1, th.entropy_rise_persist) + 1
 
 
 def scan_grad_norm_z(pts: Points, aux: Mapping[str, dict[int, float]], th: WarningThresholds) -> Hit | None:
@@ -235,8 +246,9 @@ def warnings_from_points(series: Mapping[str, Mapping[int, float]], th: WarningT
             continue
         hit = rule.scan(pts, aux, th)
         if hit is not None:
-            i, value, message = hit
-            found.append(Warning(rule.name, pts[i][0], rule.metric, float(value), message))
+            i, value, message, *began = hit
+            since = pts[began[0]][0] if began else pts[i][0]
+            found.append(Warning(rule.name, pts[i][0], rule.metric, float(value), message, since))
     found.sort(key=lambda w: (w.step, w.rule))
     return found
 

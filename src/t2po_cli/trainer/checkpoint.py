@@ -61,8 +61,9 @@ def save_checkpoint(
     modules: dict[str, torch.nn.Module],
     optimizers: dict[str, torch.optim.Optimizer],
     extra: dict[str, Any] | None = None,
+    keep: int = KEEP,
 ) -> CheckpointInfo:
-    """Atomically save a checkpoint for ``step`` and prune older ones.
+    """Atomically save a checkpoint for ``step`` and prune all but the newest ``keep``.
 
     Args:
         root: the run's ``checkpoints/`` folder.
@@ -86,7 +87,7 @@ def save_checkpoint(
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    for old in list_checkpoints(root)[:-KEEP]:
+    for old in list_checkpoints(root)[:-max(1, keep)]:
         shutil.rmtree(old.path, ignore_errors=True)
     return CheckpointInfo(final, step)
 
@@ -212,8 +213,10 @@ def save_distributed(
     *,
     world: Any,
     extra: dict[str, Any],
+    keep: int = KEEP,
 ) -> CheckpointInfo:
-    """Collectively save a sharded checkpoint for ``step`` (every rank calls this).
+    """Collectively save a sharded checkpoint for ``step`` (every rank calls this) and prune all but the newest
+    ``keep``.
 
     Layout: ``step_<N>/dcp/`` (``torch.distributed.checkpoint``: model, optimizer and value head, each rank
     writing its shards), ``rng_rank<r>.pt`` per rank, ``state.json`` (step, data cursor, counters, world
@@ -238,7 +241,7 @@ def save_distributed(
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        for old in list_checkpoints(root)[:-KEEP]:
+        for old in list_checkpoints(root)[:-max(1, keep)]:
             shutil.rmtree(old.path, ignore_errors=True)
     barrier(world)
     return CheckpointInfo(final, step)

@@ -317,7 +317,8 @@ def _restore(s: Session, info: ckpt.CheckpointInfo) -> None:
 
 
 def _checkpoint_before(s: Session, step: int) -> ckpt.CheckpointInfo | None:
-    """The newest checkpoint saved before ``step`` (rollbacks)."""
+    """The newest checkpoint saved before ``step`` (rollbacks: ``step`` is the first step of the warning's
+    condition minus one)."""
     found = [c for c in ckpt.list_checkpoints(s.folder.checkpoints) if c.step < step]
     return found[-1] if found else None
 
@@ -349,12 +350,26 @@ def _save(s: Session, step: int) -> None:
     extra = {"data_cursor": step * s.cfg.trainer.tasks_per_step, "skipped_total": s.ctx.skipped_total,
              "nonfinite_total": s.ctx.nonfinite_total, **s.watch.checkpoint_state(),
              "t2po_hooks": _hook_state(s)}
+    keep = _checkpoints_to_keep(s.cfg)
     if s.world.active:
         ckpt.save_distributed(s.folder.checkpoints, step, s.ctx.model, s.ctx.optimizer, s.policy.value_head,
-                              world=s.world, extra=extra)
+                              world=s.world, extra=extra, keep=keep)
         return
     ckpt.save_checkpoint(s.folder.checkpoints, step, modules=_modules(s), optimizers={"policy": s.ctx.optimizer},
-                         extra=extra)
+                         extra=extra, keep=keep)
+
+
+def _checkpoints_to_keep(cfg: RunConfig) -> int:
+    """Checkpoints kept on disk: ``ckpt.KEEP`` (2), or under ``trainer.on_collapse=rollback`` enough to reach back
+    before the longest warning condition (its window of points, plus the step whose weights first showed it and
+    the warning step itself) at ``trainer.save_every``."""
+    t = cfg.trainer
+    if t.on_collapse != W.ROLLBACK or not t.save_every:
+        return ckpt.KEEP
+    th = cfg.diagnostics.warnings
+    window = max(th.spread_smooth, th.zero_spread_persist, th.cov_persist, th.mult_error_persist,
+                 th.entropy_rise_persist, 1)
+    return max(ckpt.KEEP, math.ceil((window + 2) / t.save_every) + 1)
 
 
 def _hook_state(s: Session) -> dict[str, Any]:
@@ -530,7 +545,11 @@ def _on_warnings(s: Session, step: int) -> str:
     if not new:
         return W.CONTINUE
     t = s.cfg.trainer
-    before = _checkpoint_before(s, step) if t.on_collapse == W.ROLLBACK else None
+    # The metrics of step k come from rollouts of the weights saved as checkpoint k-1. A warning whose condition
+    # began at step ``since`` was first seen in the rollouts of checkpoint since-1, so the rollback restores the
+    # newest checkpoint before that one: the policy before the one that showed the condition.
+    since = min(w.since for w in new)
+    before = _checkpoint_before(s, since - 1) if t.on_collapse == W.ROLLBACK else None
     action = W.decide(t.on_collapse, s.watch.rollbacks, t.max_rollbacks, before.step if before else None)
     for w in new:
         s.progress.alert(w.line())
