@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -162,7 +162,7 @@ def run_warning_thresholds(run: RunData) -> WarningThresholds:
             out[key] = type(default)(float(raw)) if isinstance(default, float) else int(float(raw))
         except (TypeError, ValueError):
             continue
-    return WarningThresholds(**{**base.to_dict(), **out})
+    return replace(base, **out)
 
 
 def _summary(a: Analysis) -> dict[str, Any]:

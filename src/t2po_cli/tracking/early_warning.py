@@ -25,6 +25,7 @@ Pure stdlib (no numpy, no torch), in tracking/ so that both the trainer (live) a
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -64,9 +65,9 @@ class Warning:  # shadows the builtin inside this module only; the name bench/co
 EarlyWarning = Warning
 """Alias for readers who prefer not to shadow the builtin name."""
 
-Hit = tuple[int, float, str] | tuple[int, float, str, int]
-"""A rule's firing: (index into its points, value, message[, index where its condition began: the first point of
-the window or run of points that made it fire; the firing index when omitted])."""
+Hit = tuple[int, float, str, int]
+"""A rule's firing: (index into its points, value, message, index where its condition began: the first point of
+the window or run of points that made it fire)."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,17 @@ def _entropy(aux: Mapping[str, dict[int, float]]) -> dict[int, float]:
 # --- rules -------------------------------------------------------------------------------------------
 
 
+def _persistent_hit(pts: Points, flags: list[bool], persist: int, history: int,
+                    message: Callable[[float], str]) -> Hit | None:
+    """The hit of a rule that fires when ``flags`` has held for ``persist`` consecutive points, from point
+    ``history`` on: that point, its value, ``message(value)``, and the first point of the run."""
+    i = persistent_index(flags, persist, start=history - 1)
+    if i is None:
+        return None
+    v = pts[i][1]
+    return i, v, message(v), i - max(1, persist) + 1
+
+
 def scan_reward_spread(pts: Points, aux: Mapping[str, dict[int, float]], th: WarningThresholds) -> Hit | None:
     """Smoothed spread s_i (trailing mean of ``spread_smooth`` points) ≤ ``spread_frac`` × max_{j<i} s_j,
     with that peak ≥ ``spread_min_peak``, from point ``min_history`` on."""
@@ -147,12 +159,9 @@ def scan_zero_spread(pts: Points, aux: Mapping[str, dict[int, float]], th: Warni
     for step, v in pts:
         flags.append(had_signal and v >= th.zero_spread_rate and success.get(step, 0.0) < th.zero_spread_max_success)
         had_signal = had_signal or v <= th.zero_spread_from
-    i = persistent_index(flags, th.zero_spread_persist, start=th.min_history - 1)
-    if i is None:
-        return None
-    v = pts[i][1]
-    return (i, v, f"{K.DIAG_ZERO_SPREAD_GROUPS} at {v:.0%} of groups for {th.zero_spread_persist} steps",
-            i - max(1, th.zero_spread_persist) + 1)
+    return _persistent_hit(pts, flags, th.zero_spread_persist, th.min_history,
+                           lambda v: f"{K.DIAG_ZERO_SPREAD_GROUPS} at {v:.0%} of groups for "
+                           f"{th.zero_spread_persist} steps")
 
 
 def scan_entropy_adv_cov(pts: Points, aux: Mapping[str, dict[int, float]], th: WarningThresholds) -> Hit | None:
@@ -178,12 +187,9 @@ def scan_entropy_adv_cov(pts: Points, aux: Mapping[str, dict[int, float]], th: W
 def scan_mult_error(pts: Points, aux: Mapping[str, dict[int, float]], th: WarningThresholds) -> Hit | None:
     """Mean exp|Δ log p| > ``mult_error_max`` for ``mult_error_persist`` consecutive points."""
     flags = [v > th.mult_error_max for _, v in pts]
-    i = persistent_index(flags, th.mult_error_persist, start=th.min_history - 1)
-    if i is None:
-        return None
-    v = pts[i][1]
-    return (i, v, f"{K.DIAG_LOGP_MULT_ERROR} at {v:.3g} (> {th.mult_error_max}): rollout and trainer disagree",
-            i - max(1, th.mult_error_persist) + 1)
+    return _persistent_hit(pts, flags, th.mult_error_persist, th.min_history,
+                           lambda v: f"{K.DIAG_LOGP_MULT_ERROR} at {v:.3g} (> {th.mult_error_max}): rollout and "
+                           "trainer disagree")
 
 
 def scan_entropy_rise(pts: Points, aux: Mapping[str, dict[int, float]], th: WarningThresholds) -> Hit | None:
@@ -191,18 +197,13 @@ def scan_entropy_rise(pts: Points, aux: Mapping[str, dict[int, float]], th: Warn
     points) for ``entropy_rise_persist`` consecutive points, from point ``min_history`` on."""
     if len(pts) < th.entropy_rise_baseline:
         return None
-    first = sorted(v for _, v in pts[: th.entropy_rise_baseline])
-    mid = len(first) // 2
-    base = first[mid] if len(first) % 2 else (first[mid - 1] + first[mid]) / 2
+    base = statistics.median(v for _, v in pts[: th.entropy_rise_baseline])
     if base <= 0:
         return None
     flags = [v >= th.entropy_rise_factor * base for _, v in pts]
-    i = persistent_index(flags, th.entropy_rise_persist, start=max(th.min_history, th.entropy_rise_baseline) - 1)
-    if i is None:
-        return None
-    v = pts[i][1]
-    return i, v, (f"{K.ENTROPY} rose to {v:.3g} ({v / base:.1f}x its first steps' {base:.3g}): the policy is "
-                  "diffusing"), i - max(1, th.entropy_rise_persist) + 1
+    return _persistent_hit(pts, flags, th.entropy_rise_persist, max(th.min_history, th.entropy_rise_baseline),
+                           lambda v: f"{K.ENTROPY} rose to {v:.3g} ({v / base:.1f}x its first steps' {base:.3g}): "
+                           "the policy is diffusing")
 
 
 def scan_grad_norm_z(pts: Points, aux: Mapping[str, dict[int, float]], th: WarningThresholds) -> Hit | None:
@@ -210,7 +211,7 @@ def scan_grad_norm_z(pts: Points, aux: Mapping[str, dict[int, float]], th: Warni
     for i in range(max(0, th.min_history - 1), len(pts)):
         v = pts[i][1]
         if v > th.grad_z_max:
-            return i, v, f"{K.DIAG_GRAD_NORM_Z} at {v:.2g} (> {th.grad_z_max:g}): gradient-norm spike"
+            return i, v, f"{K.DIAG_GRAD_NORM_Z} at {v:.2g} (> {th.grad_z_max:g}): gradient-norm spike", i
     return None
 
 
@@ -246,9 +247,8 @@ def warnings_from_points(series: Mapping[str, Mapping[int, float]], th: WarningT
             continue
         hit = rule.scan(pts, aux, th)
         if hit is not None:
-            i, value, message, *began = hit
-            since = pts[began[0]][0] if began else pts[i][0]
-            found.append(Warning(rule.name, pts[i][0], rule.metric, float(value), message, since))
+            i, value, message, began = hit
+            found.append(Warning(rule.name, pts[i][0], rule.metric, float(value), message, pts[began][0]))
     found.sort(key=lambda w: (w.step, w.rule))
     return found
 

@@ -87,9 +87,14 @@ def save_checkpoint(
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    _prune(root, keep)
+    return CheckpointInfo(final, step)
+
+
+def _prune(root: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` (at least 1) checkpoints under ``root``."""
     for old in list_checkpoints(root)[:-max(1, keep)]:
         shutil.rmtree(old.path, ignore_errors=True)
-    return CheckpointInfo(final, step)
 
 
 def read_checkpoint(ckpt: CheckpointInfo) -> tuple[Any, Any, Any, dict[str, Any]]:
@@ -241,8 +246,7 @@ def save_distributed(
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        for old in list_checkpoints(root)[:-max(1, keep)]:
-            shutil.rmtree(old.path, ignore_errors=True)
+        _prune(root, keep)
     barrier(world)
     return CheckpointInfo(final, step)
 
