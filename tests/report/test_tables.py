@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from t2po_cli.report.detectors import RunVerdict, Series
-from t2po_cli.report.load import RunData, group_runs, parse_param, series_from_rows
+from t2po_cli.report.load import (
+    DEFAULT_GROUP_KEYS,
+    RunData,
+    group_runs,
+    parse_param,
+    series_from_rows,
+    shared_context,
+)
 from t2po_cli.report.tables import (
     Stat,
     normalised_auc,
@@ -126,6 +133,18 @@ def test_grouping_labels_name_only_varying_keys() -> None:
     groups = group_runs(runs, ("env.name", "t2po.variant"))
     assert {k: len(v) for k, v in groups.items()} == {"t2po=off": 1, "t2po=on": 2}
     assert list(group_runs(runs, ("env.name",))) == ["all runs"]
+
+
+def test_default_grouping_tells_rollback_runs_from_baseline_runs() -> None:
+    """Both run with t2po off; only trainer.on_collapse differs. A run from before the field groups as `continue`."""
+    base = {"env.name": "webshop", "t2po.variant": "off"}
+    runs = [RunData("a", "a", {**base, "trainer.on_collapse": "continue"}),
+            RunData("b", "b", dict(base)),  # predates trainer.on_collapse
+            RunData("c", "c", {**base, "trainer.on_collapse": "rollback"})]
+    groups = group_runs(runs, DEFAULT_GROUP_KEYS)
+    assert {k: [r.name for r in v] for k, v in groups.items()} == {
+        "on_collapse=continue": ["a", "b"], "on_collapse=rollback": ["c"]}
+    assert shared_context(runs[:2], DEFAULT_GROUP_KEYS)["on_collapse"] == "continue"
 
 
 def test_series_from_rows_and_param_parsing() -> None:

@@ -27,7 +27,10 @@ DEFAULT_GROUP_KEYS: tuple[str, ...] = (
     "t2po.tti.tau",
     "t2po.tds.eta",
     "model.name",
+    "trainer.on_collapse",
 )
+# What a run that predates a grouping key's config field ran with (so old and new runs group together).
+PARAM_DEFAULTS: dict[str, Any] = {"trainer.on_collapse": "continue"}
 SEED_KEY = "trainer.seed"
 TAU_KEY = "t2po.tti.tau"
 ETA_KEY = "t2po.tds.eta"
@@ -41,6 +44,7 @@ SHORT_NAMES = {
     "t2po.tti.tau": "tau",
     "t2po.tds.eta": "eta",
     "model.name": "model",
+    "trainer.on_collapse": "on_collapse",
 }
 
 
@@ -316,16 +320,21 @@ def short_name(key: str) -> str:
     return SHORT_NAMES.get(key, key)
 
 
+def param_text(run: RunData, key: str) -> str:
+    """A run's value of one grouping key as label text (the field's default when the run predates it)."""
+    return fmt_value(run.params.get(key, PARAM_DEFAULTS.get(key)))
+
+
 def group_runs(runs: Sequence[RunData], keys: Sequence[str]) -> dict[str, list[RunData]]:
     """Runs grouped by variant (the values of ``keys``); seeds of one variant are pooled.
 
     The label names only the keys whose values differ between runs (the rest are shared context and
     shown once in the report header), e.g. ``t2po=on, tau=0.001``; "all runs" when nothing differs.
     """
-    varying = [k for k in keys if len({fmt_value(r.params.get(k)) for r in runs}) > 1]
+    varying = [k for k in keys if len({param_text(r, k) for r in runs}) > 1]
     groups: dict[str, list[RunData]] = {}
     for r in runs:
-        parts = [f"{short_name(k)}={fmt_value(r.params.get(k))}" for k in varying]
+        parts = [f"{short_name(k)}={param_text(r, k)}" for k in varying]
         groups.setdefault(", ".join(parts) or "all runs", []).append(r)
     return dict(sorted(groups.items()))
 
@@ -334,7 +343,7 @@ def shared_context(runs: Sequence[RunData], keys: Sequence[str]) -> dict[str, st
     """The grouping keys that have one value across all runs (shown once, not per variant)."""
     out = {}
     for k in keys:
-        values = {fmt_value(r.params.get(k)) for r in runs}
+        values = {param_text(r, k) for r in runs}
         if len(values) == 1:
             out[short_name(k)] = values.pop()
     return out
