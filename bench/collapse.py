@@ -10,6 +10,7 @@ For every variant and seed, trains the testbed recipe in a fresh run folder (one
 * warning lead time: collapse step minus the first warning at or before it (collapsed runs with a warning;
   per seed, ``late`` when the run collapsed before any warning);
 * first warnings: each seed's first warning (rule@step);
+* false alarms: of the runs that ran to the end without a collapse detection, those with a warning;
 * steps run: train steps logged per seed, ``s`` when the run stopped itself (``on_collapse`` stop, or rollback
   past ``trainer.max_rollbacks``): its detectors judged fewer steps;
 * final reward / final success: the mean train reward / success rate over the last three steps.
@@ -110,6 +111,8 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                          "note": mine[0].get("unavailable", "")[:80]})
             continue
         collapsed = [r for r in mine if r["collapsed"]]
+        # ran to the end without collapsing (a run that stopped itself is neither a collapse nor a false alarm)
+        survived = [r for r in mine if not r["collapsed"] and r.get("state") != "stopped"]
         leads = [r["lead_time"] for r in collapsed if r.get("lead_time") is not None]
         rows.append({
             "variant": name, "runs": len(mine),
@@ -121,6 +124,8 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "lead times": " ".join("-" if not r["collapsed"] else str(r["lead_time"]) if r.get("lead_time")
                                    is not None else "late" for r in mine),
             "first warnings": " ".join(_first_warning(r) for r in mine),
+            # warned, yet ran to the end without a collapse detection
+            "false alarms": f"{sum(bool(r.get('warnings')) for r in survived)}/{len(survived)}" if survived else "-",
             "steps run": " ".join(f"{r['steps_run']}{'s' if r.get('state') == 'stopped' else ''}" for r in mine),
             "final reward": statistics.fmean(r["final_reward"] for r in mine),
             "final success": statistics.fmean(r["final_success"] for r in mine),
@@ -165,8 +170,8 @@ def _report(out: str, args: dict[str, Any], runs: list[dict[str, Any]], machine_
     summary = summarise(runs)
     path = write(out, {"args": args, "machine": machine_info, "summary": summary, "runs": runs})
     print(table(summary, ["variant", "runs", "collapse rate", "steps to collapse", "collapse steps",
-                          "lead time (median)", "lead times", "first warnings", "steps run", "final reward",
-                          "final success"]))
+                          "lead time (median)", "lead times", "first warnings", "false alarms", "steps run",
+                          "final reward", "final success"]))
     print(f"wrote {path}", file=sys.stderr)
 
 
