@@ -135,6 +135,18 @@ def test_grad_spike_on_flat_series() -> None:
     assert hit is not None and hit.step == 40
 
 
+def test_grad_spikes_ignore_steps_without_an_update() -> None:
+    """A collapsed run: 30 ordinary steps, then 50 with no reward spread, hence no gradient (norm 0).
+
+    With the zeros in, the median is 0 and all 30 real steps would be spikes; without them nothing spikes.
+    """
+    values = np.concatenate([_noisy(0.4, 0.1, 4, 30), np.zeros(N - 30)])
+    assert D.detect_grad_spikes(_steps(), values, TH) is None
+    values[10] = 8.0  # a real spike among the real steps is still found
+    hit = D.detect_grad_spikes(_steps(), values, TH)
+    assert hit is not None and hit.step == 10 and hit.detail.startswith("1 spike")
+
+
 def test_entropy_collapse_at_the_very_end_needs_two_points() -> None:
     v = np.full(N, 1.0)
     v[-1] = 0.01

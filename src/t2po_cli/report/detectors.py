@@ -237,8 +237,14 @@ def detect_entropy_explosion(steps: np.ndarray, values: np.ndarray, th: Threshol
 
 def detect_grad_spikes(steps: np.ndarray, values: np.ndarray, th: Thresholds) -> Detection | None:
     """Gradient-norm spikes: robust z = (x − median) / (1.4826·MAD) above ``grad_z`` and x above
-    ``grad_min_ratio`` × median. Severity warning; the detail counts every spike."""
+    ``grad_min_ratio`` × median. Severity warning; the detail counts every spike.
+
+    Steps with a zero gradient norm made no update (every advantage was 0, e.g. after a reward collapse
+    left every group without spread) and are left out, as the live ``diag/grad_norm_z`` leaves them out:
+    otherwise a run that spends most of its steps there has median 0 and every real step is a "spike".
+    """
     s, v = _finite(steps, values)
+    s, v = s[v != 0], v[v != 0]
     if v.size < th.min_points:
         return None
     med = float(np.median(v))
