@@ -9,7 +9,9 @@ For every variant and seed, trains the testbed recipe in a fresh run folder (one
 * steps to collapse: the first collapse detection's step (collapsed runs only);
 * warning lead time: collapse step minus the first warning at or before it (collapsed runs with a warning;
   per seed, ``late`` when the run collapsed before any warning);
-* first warnings: each seed's first warning (rule@step);
+* first warnings: each seed's first warning (rule@step) as it fired live (``status.json``; a rollback truncates
+  ``metrics.jsonl``, so the rows lose the warning that caused it);
+* rollbacks: per seed, how many times ``trainer.on_collapse=rollback`` restored a checkpoint;
 * false alarms: of the runs that ran to the end without a collapse detection, those with a warning;
 * steps run: train steps logged per seed, ``s`` when the run stopped itself (``on_collapse`` stop, or rollback
   past ``trainer.max_rollbacks``): its detectors judged fewer steps;
@@ -67,6 +69,10 @@ def judge(run: Path) -> dict[str, Any]:
         "peak_reward": max(reward) if reward else float("nan"),
         "success": success, "reward": reward, "steps_run": len(train), "state": status.get("state"),
         "actions": [w.get("action") for w in status.get("warnings", [])],
+        # the warnings as they fired live (status.json), rollbacks included: a rollback truncates metrics.jsonl
+        # to the restored step, so the rows no longer show the warning that caused it
+        "live_warnings": [{"rule": w.get("rule"), "step": w.get("step"), "action": w.get("action")}
+                          for w in status.get("warnings", [])],
     }
     try:
         from t2po_cli.tracking.early_warning import first_warnings  # DIAG's rules (issue #17 items 1-2)
@@ -97,7 +103,8 @@ def _train(recipe: str, name: str, extra: list[str], seed: int, root: Path) -> d
 
 
 def _first_warning(run: dict[str, Any]) -> str:
-    ws = run.get("warnings") or []
+    """The run's first warning as rule@step: the first live one (it may have caused a rollback), else offline."""
+    ws = run.get("live_warnings") or run.get("warnings") or []
     return f"{ws[0]['rule']}@{ws[0]['step']}" if ws else "-"
 
 
@@ -127,6 +134,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             # warned, yet ran to the end without a collapse detection
             "false alarms": f"{sum(bool(r.get('warnings')) for r in survived)}/{len(survived)}" if survived else "-",
             "steps run": " ".join(f"{r['steps_run']}{'s' if r.get('state') == 'stopped' else ''}" for r in mine),
+            "rollbacks": " ".join(str(r.get("actions", []).count("rollback")) for r in mine),
             "final reward": statistics.fmean(r["final_reward"] for r in mine),
             "final success": statistics.fmean(r["final_success"] for r in mine),
         })
@@ -171,7 +179,7 @@ def _report(out: str, args: dict[str, Any], runs: list[dict[str, Any]], machine_
     path = write(out, {"args": args, "machine": machine_info, "summary": summary, "runs": runs})
     print(table(summary, ["variant", "runs", "collapse rate", "steps to collapse", "collapse steps",
                           "lead time (median)", "lead times", "first warnings", "false alarms", "steps run",
-                          "final reward", "final success"]))
+                          "rollbacks", "final reward", "final success"]))
     print(f"wrote {path}", file=sys.stderr)
 
 
