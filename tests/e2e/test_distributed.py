@@ -88,6 +88,24 @@ def test_two_ranks_equal_one_process(tmp_path: Path, strategy: str, model: str, 
     _assert_same_run(ref, two)
 
 
+def test_two_ranks_calibrate_tau_on_every_episode(tmp_path: Path) -> None:
+    """``t2po.tti.tau=auto`` under ddp: after each step's rollout every rank's τ window holds both ranks' per-token
+    |ΔM| (``loop._share_calibration``), as one process's holds all episodes'. Checked on the checkpointed window
+    (rank 0's) after each step against one process's, as sorted values; without the merge rank 0 held only its
+    own episodes' values (about half). Within a step each rank still updates τ from its own turns, so the τ
+    logged per step may differ from one process's (README, distributed training)."""
+    extra = ["--t2po", "tti", "t2po.tti.tau=auto"]
+    ref, two = tmp_path / "one", tmp_path / "two"
+    assert _train(ref, *extra, cwd=tmp_path).returncode == 0
+    r = _train(two, *extra, "trainer.distributed.strategy=ddp", "--nproc", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for step in (1, 2):
+        one, both = (sorted(json.loads((run / "checkpoints" / f"step_{step}" / "state.json").read_text())
+                            ["t2po_hooks"]["tti"]["tau_window"]) for run in (ref, two))
+        assert len(one) > 100 and len(both) == len(one), (step, len(one), len(both))
+        assert both == pytest.approx(one, abs=1e-5)
+
+
 def test_killed_rank_ends_job_and_resume_changes_world_size(tmp_path: Path) -> None:
     """2 ranks, rank 1 SIGKILLed at step 3 → one error line; resume with 1 rank; equal to an unbroken run.
     Then the other way: 1 rank killed at step 3, resumed with 2 ranks."""

@@ -53,6 +53,29 @@ def test_running_window_keeps_the_most_recent_and_round_trips() -> None:
     assert other.values() == w.values()
 
 
+def test_ranks_merge_their_new_values_in_rank_order() -> None:
+    """Two ranks start a step with the same window, each adds its own episodes' values; after the merge both
+    hold the start plus rank 0's then rank 1's new values (the oldest dropped beyond the bound)."""
+    ranks = [RunningWindow(5), RunningWindow(5)]
+    for w in ranks:
+        w.extend([1.0, 2.0])
+    marks = [(w.values(), w.added) for w in ranks]
+    ranks[0].extend([10.0, 11.0])
+    ranks[1].extend([20.0])
+    tails = [w.since(added) for w, (_, added) in zip(ranks, marks, strict=True)]
+    assert tails == [[10.0, 11.0], [20.0]]
+    for w, (start, _) in zip(ranks, marks, strict=True):
+        w.rebuild(start, tails)
+    assert ranks[0].values() == ranks[1].values() == [1.0, 2.0, 10.0, 11.0, 20.0]
+    # A rank that added more than the bound during the step passes on only what it still holds.
+    w = RunningWindow(2)
+    mark = w.added
+    w.extend([1.0, 2.0, 3.0])
+    assert w.since(mark) == [2.0, 3.0] and w.since(w.added) == []
+    w.rebuild([7.0], [[8.0], [9.0]])
+    assert w.values() == [8.0, 9.0]
+
+
 def test_tau_calibrator_warmup_then_quantile() -> None:
     cal = TauCalibrator(q=0.5, window=3, warmup_tau=1e-4)
     assert cal.value() == 1e-4

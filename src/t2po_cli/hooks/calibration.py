@@ -12,6 +12,10 @@ from the running distribution of the quantity it is compared with:
 
 The windows are bounded (most recent values kept) and their contents are the whole state, saved in the
 checkpoint (``state_dict``) so that a resumed run picks exactly the thresholds an uninterrupted one would.
+With several ranks (ddp/fsdp) each rank adds its own episodes' values during a step; after the step's rollout
+every rank's window is rebuilt from the window at the step's start plus every rank's new values in rank order
+(``RunningWindow.rebuild``), so all ranks enter the next step with the same window, holding every episode's
+values as one process's would (in another order, which only matters for which values the bound drops).
 """
 
 from __future__ import annotations
@@ -83,10 +87,30 @@ class RunningWindow:
         if size <= 0:
             raise ValueError(f"window size must be > 0, got {size}")
         self._values: deque[float] = deque(maxlen=size)
+        self._added = 0
 
     def extend(self, values: Iterable[float]) -> None:
         """Append values, dropping the oldest beyond ``size``."""
-        self._values.extend(float(v) for v in values)
+        new = [float(v) for v in values]
+        self._values.extend(new)
+        self._added += len(new)
+
+    @property
+    def added(self) -> int:
+        """How many values were ever appended: a mark for ``since``."""
+        return self._added
+
+    def since(self, mark: int) -> list[float]:
+        """The values appended after ``added`` was ``mark`` that are still kept, oldest first."""
+        n = min(self._added - mark, len(self._values))
+        return list(self._values)[len(self._values) - n:] if n > 0 else []
+
+    def rebuild(self, start: Sequence[float], parts: Sequence[Sequence[float]]) -> None:
+        """Set the contents to ``start`` followed by each of ``parts`` in order (the oldest dropped beyond
+        ``size``): how ranks merge the values each of them added during a step (``trainer/loop.py``)."""
+        self.load_state_dict(start)
+        for part in parts:
+            self.extend(part)
 
     def values(self) -> list[float]:
         """The kept values, oldest first."""

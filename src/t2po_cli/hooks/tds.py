@@ -94,6 +94,11 @@ class DynamicalSampler:
         self._previous: dict[int, float | None] = {}
         self._tally = _Tally()
 
+    @property
+    def window(self) -> RunningWindow | None:
+        """The auto-η window of recent eligible Δ; None for a fixed η."""
+        return self._window
+
     def state_dict(self) -> dict[str, list[float]]:
         """Cross-step state (JSON-serialisable): the auto-η window; empty for a fixed η."""
         return {"eta_window": self._window.state_dict()} if self._window is not None else {}

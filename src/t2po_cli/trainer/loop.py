@@ -39,6 +39,7 @@ from t2po_cli.console import NullProgress, Progress
 from t2po_cli.envs.base import EnvFamily, Task, build_env
 from t2po_cli.envs.registry import get_family
 from t2po_cli.hooks.base import TokenHookFactory, TurnHook
+from t2po_cli.hooks.calibration import RunningWindow
 from t2po_cli.rollout.collector import Rollout, collect
 from t2po_cli.rollout.types import SamplingParams
 from t2po_cli.run_folder import RunFolder
@@ -382,6 +383,28 @@ def _hook_state(s: Session) -> dict[str, Any]:
     return out
 
 
+def _calibration_windows(s: Session) -> list[RunningWindow]:
+    """The training hooks' self-calibration windows (τ's, then η's); [] with fixed thresholds."""
+    tti, tds = s.train_hooks
+    calibrator = getattr(tti, "calibrator", None)
+    found = [calibrator.window if calibrator is not None else None, getattr(tds, "window", None)]
+    return [w for w in found if w is not None]
+
+
+def _share_calibration(s: Session, windows: Sequence[RunningWindow],
+                       marks: Sequence[tuple[list[float], int]]) -> None:
+    """After a step's rollout on several ranks: every rank's windows become the step's starting window plus
+    every rank's new values in rank order, so all ranks calibrate on all episodes (``hooks/calibration.py``).
+
+    Args:
+        windows: ``_calibration_windows(s)``, the same list on every rank.
+        marks: per window, its values and ``added`` count before the rollout.
+    """
+    per_rank = D.gather([w.since(added) for w, (_, added) in zip(windows, marks, strict=True)], s.world)
+    for i, (w, (start, _)) in enumerate(zip(windows, marks, strict=True)):
+        w.rebuild(start, [tails[i] for tails in per_rank])
+
+
 def _load_hook_state(s: Session, state: dict[str, Any]) -> None:
     for name, hook in zip(("tti", "tds"), s.train_hooks, strict=True):
         if name in state and hook is not None and hasattr(hook, "load_state_dict"):
@@ -402,7 +425,11 @@ def train_step(s: Session, step: int) -> dict[str, float]:
     cfg = s.cfg
     _inject_rank_fault(step, s.world.rank)
     t0 = time.perf_counter()
+    windows = _calibration_windows(s) if s.world.active else []
+    marks = [(w.values(), w.added) for w in windows]
     rollout = _rollout_share(s, "train", step, train_tasks(cfg, s.family, step), cfg.trainer.group_size)
+    if windows:
+        _share_calibration(s, windows, marks)
     t_roll = time.perf_counter() - t0
     metrics = rollout_metrics(rollout, cfg)
     adv = compute_step_advantages(s, rollout)
