@@ -68,7 +68,6 @@ def judge(run: Path) -> dict[str, Any]:
         "final_reward": statistics.fmean(reward[-3:]) if reward else float("nan"),
         "peak_reward": max(reward) if reward else float("nan"),
         "success": success, "reward": reward, "steps_run": len(train), "state": status.get("state"),
-        "actions": [w.get("action") for w in status.get("warnings", [])],
         # the warnings as they fired live (status.json), rollbacks included: a rollback truncates metrics.jsonl
         # to the restored step, so the rows no longer show the warning that caused it
         "live_warnings": [{"rule": w.get("rule"), "step": w.get("step"), "action": w.get("action")}
@@ -134,7 +133,8 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             # warned, yet ran to the end without a collapse detection
             "false alarms": f"{sum(bool(r.get('warnings')) for r in survived)}/{len(survived)}" if survived else "-",
             "steps run": " ".join(f"{r['steps_run']}{'s' if r.get('state') == 'stopped' else ''}" for r in mine),
-            "rollbacks": " ".join(str(r.get("actions", []).count("rollback")) for r in mine),
+            "rollbacks": " ".join(str(sum(w["action"] == "rollback" for w in r.get("live_warnings", [])))
+                                  for r in mine),
             "final reward": statistics.fmean(r["final_reward"] for r in mine),
             "final success": statistics.fmean(r["final_success"] for r in mine),
         })

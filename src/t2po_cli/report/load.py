@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from t2po_cli.config.schema import TrainerConfig
 from t2po_cli.errors import RunFolderError, UserError
 from t2po_cli.report.detectors import Series
 from t2po_cli.tracking import keys as K
@@ -30,7 +31,7 @@ DEFAULT_GROUP_KEYS: tuple[str, ...] = (
     "trainer.on_collapse",
 )
 # What a run that predates a grouping key's config field ran with (so old and new runs group together).
-PARAM_DEFAULTS: dict[str, Any] = {"trainer.on_collapse": "continue"}
+PARAM_DEFAULTS: dict[str, Any] = {"trainer.on_collapse": TrainerConfig.on_collapse}
 SEED_KEY = "trainer.seed"
 TAU_KEY = "t2po.tti.tau"
 ETA_KEY = "t2po.tds.eta"
